@@ -1,0 +1,280 @@
+"""The agent's configuration: pydantic models, TOML loading, env overrides (reads files)."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from agent.errors import ConfigError
+
+ENV_PREFIX = "CARFRIEND_"
+Severity = Literal["info", "warning", "critical"]
+Visibility = Literal["private", "family", "public"]
+
+
+class _Model(BaseModel):
+    # A typo'd key is an error, never a silently ignored default.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VehicleConfig(_Model):
+    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+    persona: str = "your car"
+    locale: str = "en"
+    timezone: str = "UTC"
+    tone: Literal["friendly", "concise"] = "friendly"
+    battery_capacity_kwh: Annotated[float, Field(gt=0, le=500)] = 60.0
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name like 'Europe/Berlin')") from exc
+        return value
+
+
+class CanConfig(_Model):
+    interface: str = "socketcan"
+    channel: str | None = "vcan0"
+    bitrate: int | None = None
+    dbc: list[Path] = Field(default_factory=list)
+    strict_dbc: bool = False
+    # Extra keyword arguments for python-can's Bus (e.g. tty_baudrate for slcan).
+    options: dict[str, Any] = Field(default_factory=dict)
+    # Reopen the bus after it disappears (adapter unplugged, link down).
+    reconnect_s: Annotated[float, Field(gt=0)] = 2.0
+
+
+class SignalMap(_Model):
+    """How one VSS path is read from one DBC signal."""
+
+    source: Annotated[str, Field(pattern=r"^[^.\s]+\.[^.\s]+$")]
+    true_values: list[str | int] | None = None
+    scale: float = 1.0
+    offset: float = 0.0
+    # Plausibility limits in VSS units; values outside are dropped (the DBC's own min/max apply too).
+    min: float | None = None
+    max: float | None = None
+    stale_after_s: Annotated[float, Field(gt=0)] | None = None
+    # For Vehicle.Diagnostics.DTCList: the status signal and which of its values mean "active".
+    status: Annotated[str, Field(pattern=r"^[^.\s]+\.[^.\s]+$")] | None = None
+    active_values: list[str | int] | None = None
+
+    @property
+    def message(self) -> str:
+        return self.source.split(".", 1)[0]
+
+    @property
+    def signal(self) -> str:
+        return self.source.split(".", 1)[1]
+
+
+class ThresholdRule(_Model):
+    enabled: bool = True
+    threshold: float
+    rearm: float
+    for_s: Annotated[float, Field(ge=0)] = 0.0
+    severity: Severity = "warning"
+
+
+class ChargingRules(_Model):
+    enabled: bool = True
+    # Charging must hold this long before charge.started is sent, so the ETA rests on real power.
+    settle_s: Annotated[float, Field(ge=0)] = 20.0
+    # Charging must be off this long before it counts as stopped (glitches are not a stop).
+    stop_debounce_s: Annotated[float, Field(ge=0)] = 10.0
+    # Stopped within this many points of the limit counts as completed.
+    complete_margin_pct: Annotated[float, Field(ge=0, le=10)] = 1.5
+    taper_start_pct: Annotated[float, Field(gt=0, le=100)] = 80.0
+    # Power at 100 % as a share of power below the taper start.
+    taper_floor: Annotated[float, Field(gt=0, le=1)] = 0.3
+    max_eta_h: Annotated[float, Field(gt=0)] = 72.0
+
+
+class ServiceRules(_Model):
+    enabled: bool = True
+    days: Annotated[float, Field(ge=0)] = 14.0
+    distance_km: Annotated[float, Field(ge=0)] = 1000.0
+    severity: Severity = "info"
+
+
+class DtcRules(_Model):
+    enabled: bool = True
+    severity: Severity = "warning"
+    # A code not broadcast as active for this long counts as cleared.
+    clear_after_s: Annotated[float, Field(gt=0)] = 30.0
+
+
+class RulesConfig(_Model):
+    battery_low: ThresholdRule = ThresholdRule(threshold=20, rearm=25, severity="warning")
+    battery_critical: ThresholdRule = ThresholdRule(threshold=10, rearm=15, severity="critical")
+    battery_hot: ThresholdRule = ThresholdRule(threshold=50, rearm=45, for_s=5, severity="critical")
+    aux_battery_low: ThresholdRule = ThresholdRule(threshold=11.8, rearm=12.4, for_s=60, severity="warning")
+    charging: ChargingRules = ChargingRules()
+    service_due: ServiceRules = ServiceRules()
+    dtc_new: DtcRules = DtcRules()
+
+
+class TlsConfig(_Model):
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure_skip_verify: bool = False
+
+
+class MqttConfig(_Model):
+    # No host: `run` keeps working offline (messages only logged); `demo` starts its own broker.
+    host: str | None = None
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    client_id: str | None = None
+    protocol: Literal["5", "3.1.1"] = "5"
+    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 120
+    topic_prefix: str = "carfriend/v1"
+    qos: Literal[0, 1, 2] = 1
+    tls: TlsConfig | None = None
+    # The state topic: at most one publish per min interval on change, and one per interval anyway.
+    state_min_interval_s: Annotated[float, Field(ge=0)] = 5.0
+    state_interval_s: Annotated[float, Field(gt=0)] = 300.0
+
+
+class MessagesConfig(_Model):
+    visibility: dict[str, Visibility] = Field(default_factory=dict)
+    # Your own catalogs (one <locale>.toml per language); the shipped ones when unset.
+    catalog_dir: Path | None = None
+
+
+class StorageConfig(_Model):
+    state_dir: Path | None = None
+
+
+class AgentConfig(_Model):
+    vehicle: VehicleConfig
+    can: CanConfig = CanConfig()
+    signals: dict[str, str | SignalMap] = Field(default_factory=dict)
+    rules: RulesConfig = RulesConfig()
+    mqtt: MqttConfig = MqttConfig()
+    messages: MessagesConfig = MessagesConfig()
+    storage: StorageConfig = StorageConfig()
+    # Where this config was read from; every relative path above was resolved against it.
+    source: Path | None = Field(default=None, exclude=True)
+
+    def mappings(self) -> dict[str, SignalMap]:
+        """Every VSS path with its mapping in table form."""
+        return {
+            path: SignalMap(source=m) if isinstance(m, str) else m for path, m in self.signals.items()
+        }
+
+    def topic(self, leaf: str) -> str:
+        return f"{self.mqtt.topic_prefix}/{self.vehicle.id}/{leaf}"
+
+    def resolved_state_dir(self) -> Path:
+        if self.storage.state_dir is not None:
+            return self.storage.state_dir
+        systemd_dir = os.environ.get("STATE_DIRECTORY")  # set by systemd's StateDirectory=
+        if systemd_dir:
+            return Path(systemd_dir.split(":")[0])
+        return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local/state")) / "carfriend"
+
+
+def load_config(path: Path | str, *, dbc_override: list[Path] | None = None,
+                environ: Mapping[str, str] | None = None) -> AgentConfig:
+    """Read, override from the environment, validate and resolve a config file.
+
+    Raises ConfigError listing every problem found in the file itself; DBC and mapping checks
+    are done by ``agent.vehicle.load_vehicle``.
+    """
+    path = Path(path)
+    raw = _read_toml(path)
+    apply_env_overrides(raw, os.environ if environ is None else environ)
+    if dbc_override:
+        raw.setdefault("can", {})["dbc"] = [str(Path(p).absolute()) for p in dbc_override]
+    try:
+        config = AgentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError([f"{path}: {_describe(err)}" for err in exc.errors()]) from None
+    return _resolve_paths(config, path)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
+    """Apply CARFRIEND_<SECTION>__<KEY>[__<KEY>...] variables onto the raw TOML tree."""
+    for name, text in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        keys = [k.lower() for k in name[len(ENV_PREFIX):].split("__")]
+        node = raw
+        for key in keys[:-1]:
+            child = node.get(key)
+            if not isinstance(child, dict):
+                child = node[key] = {}
+            node = child
+        node[keys[-1]] = _env_value(text)
+
+
+def _env_value(text: str) -> Any:
+    """A TOML literal when it parses as one (numbers, booleans, arrays), the plain string otherwise."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _describe(err: Any) -> str:
+    loc = [str(p) for p in err["loc"]]
+    # pydantic reports union branches as extra loc parts ("str", "SignalMap"); drop them.
+    loc = [p for p in loc if p not in ("str", "SignalMap") and not p.startswith("function-")]
+    where = _format_loc(loc)
+    value = err.get("input")
+    shown = "" if isinstance(value, dict) or err["type"] == "missing" else f" (got {value!r})"
+    if "password" in where:
+        shown = ""  # never echo a secret
+    return f"{where}: {err['msg']}{shown}"
+
+
+def _format_loc(loc: list[str]) -> str:
+    if not loc:
+        return "(top level)"
+    section, rest = loc[0], loc[1:]
+    if not rest:
+        return f"[{section}]"
+    keys = ".".join(f'"{k}"' if "." in k else k for k in rest)
+    return f"[{section}] {keys}"
+
+
+def _resolve_paths(config: AgentConfig, path: Path) -> AgentConfig:
+    base = path.parent.absolute()
+
+    def rel(p: Path | None) -> Path | None:
+        return None if p is None else (p if p.is_absolute() else (base / p).resolve())
+
+    can = config.can.model_copy(update={"dbc": [rel(p) for p in config.can.dbc]})
+    tls = config.mqtt.tls
+    if tls is not None:
+        tls = tls.model_copy(update={
+            "ca_file": rel(tls.ca_file), "cert_file": rel(tls.cert_file), "key_file": rel(tls.key_file)})
+    mqtt = config.mqtt.model_copy(update={"tls": tls, "password_file": rel(config.mqtt.password_file)})
+    messages = config.messages.model_copy(update={"catalog_dir": rel(config.messages.catalog_dir)})
+    storage = config.storage.model_copy(update={"state_dir": rel(config.storage.state_dir)})
+    return config.model_copy(update={
+        "can": can, "mqtt": mqtt, "messages": messages, "storage": storage, "source": path.absolute()})

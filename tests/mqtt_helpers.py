@@ -1,0 +1,123 @@
+"""Test helpers: a real Mosquitto broker on a free loopback port, and a recording subscriber."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def mosquitto_binary() -> str | None:
+    return shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None)
+
+
+class Mosquitto:
+    """A real Mosquitto on 127.0.0.1:<port>, with its own config; stop() and start() for outages."""
+
+    def __init__(self, extra_conf: str = "", port: int | None = None, persistence: bool = True) -> None:
+        binary = mosquitto_binary()
+        if binary is None:
+            raise RuntimeError("mosquitto is not installed (the README's test command installs it)")
+        self.binary = binary
+        self.port = port or free_port()
+        self.host = "127.0.0.1"
+        self.dir = Path(tempfile.mkdtemp(prefix="carfriend-mosquitto-"))
+        listener = "" if "listener" in extra_conf else f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+        persist = f"persistence true\npersistence_location {self.dir}/\n" if persistence else ""
+        self.conf = self.dir / "mosquitto.conf"
+        self.conf.write_text(f"{listener}{persist}{extra_conf}\n")
+        self.log = self.dir / "mosquitto.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Mosquitto:
+        log = self.log.open("ab")
+        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf), "-v"], stdout=log, stderr=log)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited: {self.log.read_text()[-2000:]}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("mosquitto did not start listening within 10 s")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Recorder:
+    """A paho subscriber that records (topic, payload, retain) for the topics given."""
+
+    def __init__(self, host: str, port: int, topics: Iterable[str], **tls: Any) -> None:
+        self.records: list[tuple[str, bytes, bool]] = []
+        self._cond = threading.Condition()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        if tls:
+            self.client.tls_set(**tls)
+        self._topics = list(topics)
+        self._subscribed = threading.Event()
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda *a, **k: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect(host, port)
+        self.client.loop_start()
+        if not self._subscribed.wait(10):
+            raise RuntimeError("recorder could not subscribe")
+
+    def _on_connect(self, client: mqtt.Client, *_: Any) -> None:
+        client.subscribe([(t, 1) for t in self._topics])
+
+    def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        with self._cond:
+            self.records.append((msg.topic, msg.payload, bool(msg.retain)))
+            self._cond.notify_all()
+
+    def payloads(self, topic_suffix: str) -> list[bytes]:
+        with self._cond:
+            return [p for t, p, _ in self.records if t.endswith(topic_suffix)]
+
+    def json(self, topic_suffix: str) -> list[dict[str, Any]]:
+        return [json.loads(p) for p in self.payloads(topic_suffix)]
+
+    def wait_for(self, predicate: Any, timeout: float = 20.0) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate(self):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.2))
+        return True
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
