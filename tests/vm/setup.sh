@@ -1,0 +1,37 @@
+#!/bin/sh
+# Prepare the test VM: a stock Debian kernel with SocketCAN (vcan) for a host kernel that has none.
+# Installs qemu-system-x86, kmod and busybox-static from apt when missing, extracts (does not
+# install) the current Debian kernel and the few modules the guest needs into tests/vm/kernel/,
+# and builds tests/vm/initrd.cpio.gz. Idempotent: a second run does nothing (~0 s).
+set -eu
+HERE=$(cd "$(dirname "$0")" && pwd)
+KDIR=${VCANVM_KDIR:-$HERE/kernel}
+INITRD=${VCANVM_INITRD:-$HERE/initrd.cpio.gz}
+export DEBIAN_FRONTEND=noninteractive
+
+if ! { command -v qemu-system-x86_64 && command -v depmod && [ -x /bin/busybox ]; } >/dev/null; then
+  apt-get -o DPkg::Lock::Timeout=600 update -qq
+  # other jobs on the machine may hold the dpkg lock: wait for it rather than fail
+  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends qemu-system-x86 kmod busybox-static >/dev/null
+fi
+
+if [ ! -d "$KDIR/lib/modules" ]; then
+  KPKG=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
+  [ -n "$KPKG" ] || { apt-get -o DPkg::Lock::Timeout=600 update -qq; KPKG=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/{print $2; exit}'); }
+  TMPD=$(mktemp -d)
+  (cd "$TMPD" && apt-get download -qq "$KPKG")
+  mkdir -p "$KDIR.tmp"
+  dpkg-deb --fsys-tarfile "$TMPD"/*.deb | tar -x -C "$KDIR.tmp" --wildcards \
+    './boot/vmlinuz-*' './lib/modules/*/modules.order' './lib/modules/*/modules.builtin*' \
+    './lib/modules/*/kernel/net/can/*' './lib/modules/*/kernel/drivers/net/can/*' \
+    './lib/modules/*/kernel/net/9p/*' './lib/modules/*/kernel/fs/9p/*' './lib/modules/*/kernel/fs/netfs/*' \
+    './lib/modules/*/kernel/fs/fscache/*' './lib/modules/*/kernel/fs/overlayfs/*' \
+    './lib/modules/*/kernel/fs/autofs/*' './lib/modules/*/kernel/drivers/virtio/*'
+  rm -rf "$TMPD"
+  depmod -b "$KDIR.tmp" "$(ls "$KDIR.tmp/lib/modules")"
+  rm -rf "$KDIR" && mv "$KDIR.tmp" "$KDIR"   # a half-extracted kernel never counts as done
+fi
+
+if [ ! -s "$INITRD" ] || [ "$HERE/mkinitrd.sh" -nt "$INITRD" ] || [ "$KDIR/lib/modules" -nt "$INITRD" ]; then
+  KDIR="$KDIR" sh "$HERE/mkinitrd.sh" "$INITRD"
+fi
