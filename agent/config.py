@@ -49,6 +49,9 @@ class CanConfig(_Model):
     strict_dbc: bool = False
     # Extra keyword arguments for python-can's Bus (e.g. tty_baudrate for slcan).
     options: dict[str, Any] = Field(default_factory=dict)
+    # A value not refreshed for this long is stale; unset: 3x the message's GenMsgCycleTime
+    # (at least 2 s), or 10 s when the DBC gives no cycle time. Per signal: stale_after_s.
+    stale_after_s: Annotated[float, Field(gt=0)] | None = None
     # Reopen the bus after it disappears (adapter unplugged, link down).
     reconnect_s: Annotated[float, Field(gt=0)] = 2.0
 

@@ -1,0 +1,223 @@
+"""`carfriend run`: the daemon's main loop: bus -> pipeline -> uplink, signals, watchdog (IO)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import can
+
+from agent.config import AgentConfig, load_config
+from agent.errors import CarfriendError, ConfigError, SourceError
+from agent.model import PersonaMessage
+from agent.pipeline import Pipeline
+from agent.sdnotify import SystemdNotifier
+from agent.sources import open_bus
+from agent.uplink import PahoUplink
+from agent.vehicle import Vehicle, load_vehicle
+
+log = logging.getLogger(__name__)
+
+HOUSEKEEPING_S = 1.0
+COUNTERS_LOG_S = 300.0
+RECV_TIMEOUT_S = 0.2
+
+BusFactory = Callable[[AgentConfig, list[dict[str, Any]]], can.BusABC]
+
+
+def _open_bus(config: AgentConfig, filters: list[dict[str, Any]]) -> can.BusABC:
+    return open_bus(config.can, filters)
+
+
+class Agent:
+    """One vehicle's agent. The thread that calls run() owns the pipeline: no locks needed."""
+
+    def __init__(self, config: AgentConfig, *, config_path: Path | None = None,
+                 dbc_override: list[Path] | None = None, bus_factory: BusFactory = _open_bus,
+                 notifier: SystemdNotifier | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.dbc_override = dbc_override
+        self.bus_factory = bus_factory
+        self.notifier = notifier or SystemdNotifier()
+        self.vehicle: Vehicle = load_vehicle(config)
+        self.pipeline = Pipeline(self.vehicle, self._deliver)
+        self.uplink: PahoUplink | None = None
+        self.bus: can.BusABC | None = None
+        self.stop_requested = threading.Event()
+        self.reload_requested = threading.Event()
+        self.on_message: list[Callable[[PersonaMessage], None]] = []
+        self._state_published = (-1, 0.0)  # (state.changes, monotonic time)
+        self._last_frame = (0.0, time.monotonic())  # (event time, monotonic) of the last frame
+        self.sent = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Open the bus and the uplink; READY once the bus is open (not waiting for the network)."""
+        self.bus = self.bus_factory(self.config, self.vehicle.can_filters())
+        if self.config.mqtt.host:
+            self.uplink = PahoUplink(self.config)
+            self.uplink.start()
+        else:
+            log.warning("[mqtt] host not set: messages are only logged")
+        log.info("carfriend %s ready: %s on %s %s, %d mapped signals in %d messages",
+                 self.config.vehicle.id, self.config.vehicle.persona, self.config.can.interface,
+                 self.config.can.channel, len(self.vehicle.mapped_paths), len(self.vehicle.plans))
+        self.notifier.ready(f"reading {self.config.can.interface} {self.config.can.channel}")
+
+    def run(self) -> int:
+        self.start()
+        next_housekeeping = time.monotonic()
+        next_counters = time.monotonic() + COUNTERS_LOG_S
+        try:
+            while not self.stop_requested.is_set():
+                self._read_once()
+                now_mono = time.monotonic()
+                if now_mono >= next_housekeeping:
+                    next_housekeeping = now_mono + HOUSEKEEPING_S
+                    self._housekeeping(now_mono)
+                if now_mono >= next_counters:
+                    next_counters = now_mono + COUNTERS_LOG_S
+                    log.info("counters: %s", self._counters_line())
+                if self.reload_requested.is_set():
+                    self.reload_requested.clear()
+                    self.reload()
+        finally:
+            self.shutdown()
+        return 0
+
+    def _read_once(self) -> None:
+        bus = self.bus
+        if bus is None:
+            self._reopen_bus()
+            return
+        try:
+            msg = bus.recv(RECV_TIMEOUT_S)
+        except (can.CanError, OSError) as exc:
+            log.error("CAN bus %s %s lost: %s; state and messages are kept, retrying every %g s",
+                      self.config.can.interface, self.config.can.channel, exc, self.config.can.reconnect_s)
+            self.notifier.status(f"CAN bus lost: {exc}")
+            self._close_bus()
+            return
+        if msg is None:
+            ts, mono = self._last_frame
+            self.pipeline.tick(ts + (time.monotonic() - mono))  # time passes on the bus's clock
+        elif msg.is_error_frame:
+            self.pipeline.error_frame()
+        elif not msg.is_remote_frame:
+            self.pipeline.process(msg.timestamp, msg.arbitration_id, bytes(msg.data))
+            self._last_frame = (msg.timestamp, time.monotonic())
+
+    def _reopen_bus(self) -> None:
+        if self.stop_requested.wait(self.config.can.reconnect_s):
+            return
+        try:
+            self.bus = self.bus_factory(self.config, self.vehicle.can_filters())
+        except SourceError as exc:
+            log.debug("bus still unavailable: %s", exc)
+            return
+        log.info("CAN bus %s %s is back", self.config.can.interface, self.config.can.channel)
+        self.notifier.status(f"reading {self.config.can.interface} {self.config.can.channel}")
+
+    def _close_bus(self) -> None:
+        if self.bus is not None:
+            try:
+                self.bus.shutdown()
+            except (can.CanError, OSError) as exc:
+                log.debug("closing the bus: %s", exc)
+            self.bus = None
+
+    def _housekeeping(self, now_mono: float) -> None:
+        self.notifier.watchdog()  # from this loop: a hung worker is what stops it
+        self._maybe_publish_state(now_mono)
+        c = self.pipeline.counters()
+        self.notifier.status(f"frames {c['frames']}, decoded {c['decoded']}, messages {c['messages']}")
+
+    def _maybe_publish_state(self, now_mono: float, force: bool = False) -> None:
+        if self.uplink is None or not self.uplink.connected.is_set():
+            return
+        changes, last = self._state_published
+        state = self.pipeline.state
+        m = self.config.mqtt
+        due_change = state.changes != changes and now_mono - last >= m.state_min_interval_s
+        if force or due_change or now_mono - last >= m.state_interval_s:
+            self.uplink.publish_state(state.snapshot(self.config.vehicle.id))
+            self._state_published = (state.changes, now_mono)
+
+    def _deliver(self, msg: PersonaMessage) -> None:
+        log.info("message %s %s: %s", msg.kind, msg.id, msg.text)
+        if self.uplink is not None:
+            self.uplink.publish_message(msg)
+            self.sent += 1
+        for hook in self.on_message:
+            hook(msg)
+
+    def reload(self) -> None:
+        """SIGHUP: take a new config if it is valid; keep the old one (and say why) if not."""
+        if self.config_path is None:
+            return
+        self.notifier.reloading("reloading config")
+        try:
+            config = load_config(self.config_path, dbc_override=self.dbc_override)
+            vehicle = load_vehicle(config)
+        except CarfriendError as exc:
+            log.error("reload refused, keeping the running config: %s", "; ".join(
+                exc.problems if isinstance(exc, ConfigError) else [str(exc)]))
+            self.notifier.ready("reload refused: config invalid, running the old one")
+            return
+        old = self.pipeline
+        self.config, self.vehicle = config, vehicle
+        self.pipeline = Pipeline(vehicle, self._deliver)
+        self.pipeline.adopt(old)
+        self._close_bus()  # reopened with the new interface and filters on the next loop
+        log.info("config reloaded from %s", self.config_path)
+        self.notifier.ready("config reloaded")
+
+    def request_stop(self, *_: Any) -> None:
+        self.stop_requested.set()
+
+    def request_reload(self, *_: Any) -> None:
+        self.reload_requested.set()
+
+    def shutdown(self) -> None:
+        """Stop reading, flush what can be flushed, publish offline, close the bus."""
+        self.notifier.stopping("stopping")
+        log.info("stopping: %s", self._counters_line())
+        if self.uplink is not None:
+            self._maybe_publish_state(time.monotonic(), force=True)
+            self.uplink.stop(timeout=5.0)
+        self._close_bus()
+
+    def _counters_line(self) -> str:
+        c = self.pipeline.counters()
+        dropped = " ".join(f"{k}={v}" for k, v in c["dropped"].items() if v) or "none"
+        return (f"frames={c['frames']} decoded={c['decoded']} unchanged={c['unchanged']} "
+                f"dropped[{dropped}] messages={c['messages']} sent={self.sent}")
+
+
+def install_signal_handlers(agent: Agent) -> None:
+    signal.signal(signal.SIGTERM, agent.request_stop)
+    signal.signal(signal.SIGINT, agent.request_stop)
+    signal.signal(signal.SIGHUP, agent.request_reload)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = load_config(args.config, dbc_override=args.dbc)
+    if args.simulate:
+        from agent.simulate import run_simulated
+
+        return run_simulated(config, args)
+    agent = Agent(config, config_path=args.config, dbc_override=args.dbc)
+    install_signal_handlers(agent)
+    return agent.run()
+
+
+def state_json(agent: Agent) -> str:
+    return json.dumps(agent.pipeline.state.snapshot(agent.config.vehicle.id))

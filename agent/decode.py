@@ -1,0 +1,160 @@
+"""The hot path: CAN frame -> checked VSS values written into the vehicle state (no IO).
+
+Per frame this does a dict lookup, a masked compare with the previous payload of that id
+(counter and checksum bits masked out) and, only when something changed, one cantools decode
+of the raw values plus scaling and checks for the mapped signals alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from cantools.database.can import Message
+
+from agent.state import VehicleState
+
+NO_CHANGE: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class DropCounts:
+    """Frames and values dropped, by reason. Never raised, only counted."""
+
+    unknown_id: int = 0
+    short_payload: int = 0
+    error_frame: int = 0
+    decode_error: int = 0
+    not_available: int = 0
+    out_of_range: int = 0
+    implausible: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+
+    def total(self) -> int:
+        return sum(self.as_dict().values())
+
+
+@dataclass(slots=True)
+class SignalPlan:
+    """How one mapped DBC signal becomes one VSS value."""
+
+    path: str
+    name: str
+    kind: str  # number | bool | enum | dtc
+    scale: float  # DBC scaling: physical = raw * scale + offset
+    offset: float
+    map_scale: float  # mapping: VSS value = physical * map_scale + map_offset
+    map_offset: float
+    dbc_min: float | None
+    dbc_max: float | None
+    lo: float | None
+    hi: float | None
+    na_raw: int | None
+    choices: dict[int, str] | None
+    true_raw: frozenset[int] | None = None
+    # dtc only: the status signal and its raw values meaning "active"
+    status_name: str | None = None
+    active_raw: frozenset[int] | None = None
+    dtc_bits: int = 16
+    ndigits: int = 6  # decimals the scaling can carry; 0.1 V steps round to 1 decimal
+
+
+@dataclass(slots=True)
+class MessagePlan:
+    frame_id: int
+    message: Message
+    length: int
+    mask: int
+    signals: list[SignalPlan]
+    last_key: int = -1
+    last_paths: tuple[str, ...] = NO_CHANGE
+
+
+@dataclass
+class Decoder:
+    """Decodes the frames of mapped messages into a VehicleState."""
+
+    plans: dict[int, MessagePlan]
+    state: VehicleState
+    drops: DropCounts = field(default_factory=DropCounts)
+    frames: int = 0
+    decoded: int = 0
+    unchanged: int = 0
+
+    def decode(self, ts: float, can_id: int, data: bytes) -> tuple[str, ...]:
+        """Apply one frame; return the VSS paths whose value changed (NO_CHANGE, mostly)."""
+        self.frames += 1
+        plan = self.plans.get(can_id)
+        if plan is None:
+            self.drops.unknown_id += 1
+            return NO_CHANGE
+        if len(data) < plan.length:
+            self.drops.short_payload += 1
+            return NO_CHANGE
+        key = int.from_bytes(data, "little") & plan.mask
+        if key == plan.last_key:
+            self.unchanged += 1
+            self.state.touch(plan.last_paths, ts)
+            return NO_CHANGE
+        try:
+            raw = plan.message.decode(data, decode_choices=False, scaling=False)
+        except Exception:  # noqa: BLE001 - any cantools failure is one bad frame, counted
+            self.drops.decode_error += 1
+            return NO_CHANGE
+        self.decoded += 1
+        plan.last_key = key
+        accepted: list[str] = []
+        changed: list[str] = []
+        for sp in plan.signals:
+            value = raw.get(sp.name)
+            if value is None:
+                continue  # another multiplexer page
+            checked = self._check(sp, value, raw)
+            if checked is _DROP:
+                continue
+            accepted.append(sp.path)
+            if sp.kind == "dtc":
+                if self.state.set_dtc(checked[0], checked[1], ts):
+                    changed.append(sp.path)
+            elif self.state.set(sp.path, checked, ts):
+                changed.append(sp.path)
+        plan.last_paths = tuple(accepted)
+        return tuple(changed) if changed else NO_CHANGE
+
+    def _check(self, sp: SignalPlan, raw_value: Any, raw: dict[str, Any]) -> Any:
+        if sp.na_raw is not None and raw_value == sp.na_raw:
+            self.drops.not_available += 1
+            return _DROP
+        if sp.kind == "bool":
+            return raw_value in sp.true_raw  # type: ignore[operator]
+        if sp.kind == "enum":
+            return sp.choices.get(raw_value, raw_value) if sp.choices else raw_value
+        if sp.kind == "dtc":
+            status = raw.get(sp.status_name) if sp.status_name else None
+            active = True if sp.active_raw is None else status in sp.active_raw
+            return (format_dtc(int(raw_value), sp.dtc_bits), active)
+        physical = raw_value * sp.scale + sp.offset
+        if (sp.dbc_min is not None and physical < sp.dbc_min) or (
+                sp.dbc_max is not None and physical > sp.dbc_max):
+            self.drops.out_of_range += 1
+            return _DROP
+        value = physical * sp.map_scale + sp.map_offset
+        if (sp.lo is not None and value < sp.lo) or (sp.hi is not None and value > sp.hi):
+            self.drops.implausible += 1
+            return _DROP
+        return round(value, sp.ndigits)
+
+
+_DROP: Any = object()
+
+_DTC_SYSTEMS = "PCBU"
+
+
+def format_dtc(code: int, bits: int = 16) -> str:
+    """SAE J2012 text of a 16-bit DTC (P0A80); a 24-bit one gets its failure type byte (P0A80-1C)."""
+    if bits >= 24:
+        base, ftb = code >> 8, code & 0xFF
+        return f"{format_dtc(base)}-{ftb:02X}"
+    return f"{_DTC_SYSTEMS[(code >> 14) & 3]}{(code >> 12) & 3}{code & 0xFFF:03X}"

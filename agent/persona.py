@@ -1,0 +1,148 @@
+"""The persona: events -> short first-person messages from the car, from locale catalogs (reads catalogs once)."""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.config import AgentConfig
+from agent.errors import ConfigError
+from agent.i18n import format_number, format_when, local
+from agent.model import PersonaMessage, iso_utc, message_id
+from agent.rules import Event
+
+SHIPPED_CATALOGS = Path(__file__).parent / "catalogs"
+FALLBACK_LOCALE = "en"
+# Every kind the agent can say; a catalog must have each (check-config says which are missing).
+KINDS = (
+    "battery.low", "battery.critical", "battery.hot", "charge.started", "charge.started.no_eta",
+    "charge.completed", "charge.interrupted", "aux_battery.low", "service.due", "dtc.new",
+)
+QUESTIONS: dict[str, list[str]] = {"charge.started": ["ok", "later"], "service.due": ["yes", "no"]}
+TIME_FIELDS = ("eta", "since", "started_at")
+_DOUBLE_STOP = re.compile(r"\.\.(?=\s|$)")
+
+
+@dataclass(frozen=True)
+class Catalog:
+    locale: str
+    signature: str
+    kinds: dict[str, dict[str, list[str]]]
+    source: Path
+
+    @classmethod
+    def load(cls, path: Path) -> Catalog:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read message catalog: {exc}") from None
+        kinds = raw.get("kinds", {})
+        problems = [
+            f'{path}: [kinds."{kind}"] {tone}: must be a non-empty list of texts'
+            for kind, tones in kinds.items() for tone, texts in tones.items()
+            if not (isinstance(texts, list) and texts and all(isinstance(t, str) for t in texts))
+        ]
+        if problems:
+            raise ConfigError(problems)
+        return cls(str(raw.get("locale", path.stem)), str(raw.get("signature", "")), kinds, path)
+
+    def texts(self, kind: str, tone: str) -> list[str] | None:
+        tones = self.kinds.get(kind)
+        if not tones:
+            return None
+        return tones.get(tone) or tones.get("friendly") or next(iter(tones.values()))
+
+
+class _Fields(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+class Persona:
+    """Renders events as PersonaMessages in the vehicle's locale, falling back to English."""
+
+    def __init__(self, config: AgentConfig, catalog: Catalog | None, fallback: Catalog) -> None:
+        self.config = config
+        self.vehicle = config.vehicle
+        self.catalog = catalog
+        self.fallback = fallback
+
+    @classmethod
+    def from_config(cls, config: AgentConfig) -> Persona:
+        directory = config.messages.catalog_dir or SHIPPED_CATALOGS
+        fallback_path = directory / f"{FALLBACK_LOCALE}.toml"
+        if not fallback_path.exists():
+            fallback_path = SHIPPED_CATALOGS / f"{FALLBACK_LOCALE}.toml"
+        fallback = Catalog.load(fallback_path)
+        wanted = directory / f"{config.vehicle.locale}.toml"
+        if config.vehicle.locale == FALLBACK_LOCALE and wanted == fallback_path:
+            return cls(config, fallback, fallback)
+        if not wanted.exists():
+            raise ConfigError(f"{config.source}: [vehicle] locale: no message catalog {wanted}")
+        return cls(config, Catalog.load(wanted), fallback)
+
+    def missing_kinds(self) -> list[str]:
+        catalog = self.catalog
+        if catalog is None:
+            return []
+        return [f'[vehicle] locale "{catalog.locale}": {catalog.source} has no texts for "{k}"'
+                f" (English is used)" for k in KINDS if catalog.texts(k, self.vehicle.tone) is None]
+
+    def render(self, event: Event) -> PersonaMessage:
+        msg_id = message_id(self.vehicle.id, event.kind, event.ts) if not event.key else \
+            message_id(self.vehicle.id, f"{event.kind}/{event.key}", event.ts)
+        kind_text = event.kind
+        if event.kind == "charge.started" and "eta" not in event.data:
+            kind_text = "charge.started.no_eta"
+        catalog, texts = self._texts(kind_text)
+        template = texts[int(msg_id.replace("-", "")[:8], 16) % len(texts)]
+        fields = self._fields(event, catalog.locale)
+        text = _DOUBLE_STOP.sub(".", template.format_map(fields))  # "2:15 a.m.." -> "2:15 a.m."
+        if catalog.signature:
+            text = f"{text} {catalog.signature.format_map(fields)}"
+        question = QUESTIONS.get(kind_text)
+        return PersonaMessage(
+            id=msg_id, vehicle_id=self.vehicle.id, ts=iso_utc(event.ts), kind=event.kind,
+            severity=event.severity, visibility=self.config.messages.visibility.get(event.kind, "private"),
+            text=text, locale=catalog.locale, persona=self.vehicle.persona, question=question,
+            data=_wire_data(event.data))
+
+    def _texts(self, kind: str) -> tuple[Catalog, list[str]]:
+        for catalog in (self.catalog, self.fallback):
+            if catalog is not None:
+                texts = catalog.texts(kind, self.vehicle.tone)
+                if texts:
+                    return catalog, texts
+        raise KeyError(f"no catalog has texts for {kind!r}")
+
+    def _fields(self, event: Event, locale: str) -> _Fields:
+        d = event.data
+        f = _Fields(persona=self.vehicle.persona)
+        if isinstance(d.get("soc"), int | float):
+            # Like the dashboard: 19.9 % reads 19 %, never a rounded-up 20 % in a "below 20" message.
+            f["soc"] = format_number(math.floor(d["soc"]), locale, 0)
+        for name, decimals in (("limit", 0), ("voltage_v", 1), ("temperature_c", 0),
+                               ("distance_km", 0), ("added_kwh", 1), ("days", 0)):
+            if isinstance(d.get(name), int | float):
+                f[name.removesuffix("_v").removesuffix("_c").removesuffix("_km")] = \
+                    format_number(d[name], locale, decimals)
+        if "voltage_v" in d:
+            f["voltage"] = format_number(d["voltage_v"], locale, 1)
+        if "temperature_c" in d:
+            f["temperature"] = format_number(d["temperature_c"], locale, 0)
+        if "code" in d:
+            f["code"] = str(d["code"])
+        if isinstance(d.get("eta"), float | int):
+            zone = self.vehicle.timezone
+            clock, day = format_when(local(d["eta"], zone), local(event.ts, zone), locale)
+            f["eta"] = clock
+            f["eta_day"] = (f" {day}" if day else "") if locale != "ja" else day
+        return f
+
+
+def _wire_data(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: (iso_utc(v) if k in TIME_FIELDS and isinstance(v, int | float) else v) for k, v in data.items()}

@@ -1,0 +1,174 @@
+"""The MQTT link to the cloud relay, with paho-mqtt 2.x (network IO on paho's thread)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.properties import Properties
+from paho.mqtt.packettypes import PacketTypes
+
+from agent.config import AgentConfig, MqttConfig
+from agent.errors import UplinkError
+from agent.model import PersonaMessage
+
+log = logging.getLogger(__name__)
+
+CommandHandler = Callable[[str, bytes], None]
+SESSION_EXPIRY_S = 7 * 24 * 3600  # the broker keeps our subscriptions and queued commands a week
+
+
+def read_secret(name: str, inline: str | None, file: Path | None) -> str | None:
+    """A secret from, in order: systemd's credential directory, a file, the config/env value."""
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    if cred_dir and (Path(cred_dir) / name).is_file():
+        return (Path(cred_dir) / name).read_text().strip()
+    if file is not None:
+        try:
+            return file.read_text().strip()
+        except OSError as exc:
+            raise UplinkError(f"{file}: cannot read {name}: {exc.strerror or exc}") from None
+    return inline
+
+
+class PahoUplink:
+    """Publishes messages/state/status under carfriend/v1/<vehicle_id>/ and receives commands.
+
+    Never blocks the caller on the network: connect_async + paho's own thread, which also
+    reconnects with backoff. ``presence`` adds the retained online/offline status and Last Will.
+    """
+
+    def __init__(self, config: AgentConfig, *, presence: bool = True,
+                 on_command: CommandHandler | None = None, client_suffix: str = "") -> None:
+        self.config = config
+        self.mqtt: MqttConfig = config.mqtt
+        if not self.mqtt.host:
+            raise UplinkError("[mqtt] host: no broker configured")
+        self.presence = presence
+        self.on_command = on_command
+        self.connected = threading.Event()
+        self.status_topic = config.topic("status")
+        v5 = self.mqtt.protocol == "5"
+        client_id = (self.mqtt.client_id or f"carfriend-{config.vehicle.id}") + client_suffix
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else False,
+        )
+        self.client.reconnect_delay_set(min_delay=1, max_delay=120)
+        self.client.max_inflight_messages_set(20)
+        self._configure_auth()
+        if presence:
+            self.client.will_set(self.status_topic, "offline", qos=1, retain=True)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+
+    def _configure_auth(self) -> None:
+        m = self.mqtt
+        password = read_secret("mqtt-password", m.password.get_secret_value() if m.password else None,
+                               m.password_file)
+        if m.username or password:
+            self.client.username_pw_set(m.username, password)
+        if m.tls is None:
+            return
+        for label, path in (("ca_file", m.tls.ca_file), ("cert_file", m.tls.cert_file)):
+            if path is not None and not path.is_file():
+                raise UplinkError(f"[mqtt.tls] {label}: {path}: no such file")
+        key = m.tls.key_file
+        cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+        if cred_dir and (Path(cred_dir) / "mqtt-client-key").is_file():
+            key = Path(cred_dir) / "mqtt-client-key"
+        if key is not None and not key.is_file():
+            raise UplinkError(f"[mqtt.tls] key_file: {key}: no such file")
+        try:
+            self.client.tls_set(ca_certs=str(m.tls.ca_file) if m.tls.ca_file else None,
+                                certfile=str(m.tls.cert_file) if m.tls.cert_file else None,
+                                keyfile=str(key) if key else None, cert_reqs=ssl.CERT_REQUIRED)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise UplinkError(f"[mqtt.tls]: cannot use the TLS files: {exc}") from None
+        if m.tls.insecure_skip_verify:
+            self.client.tls_insecure_set(True)
+
+    def start(self) -> None:
+        props = None
+        if self.mqtt.protocol == "5":
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = SESSION_EXPIRY_S
+        try:
+            self.client.connect_async(self.mqtt.host, self.mqtt.port, keepalive=self.mqtt.keepalive_s,
+                                      clean_start=False if self.mqtt.protocol == "5" else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+                                      properties=props)
+        except (OSError, ValueError) as exc:
+            raise UplinkError(f"[mqtt] {self.mqtt.host}:{self.mqtt.port}: {exc}") from None
+        self.client.loop_start()
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            log.warning("MQTT broker %s:%s refused the connection: %s", self.mqtt.host, self.mqtt.port, reason)
+            return
+        log.info("MQTT connected to %s:%s", self.mqtt.host, self.mqtt.port)
+        if self.presence:
+            client.publish(self.status_topic, "online", qos=1, retain=True)
+        if self.on_command is not None:
+            client.subscribe(self.config.topic("cmd/+"), qos=1)
+        self.connected.set()
+
+    def _on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if self.connected.is_set():
+            log.warning("MQTT disconnected (%s); reconnecting in the background", reason)
+        self.connected.clear()
+
+    def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        if self.on_command is not None:
+            self.on_command(msg.topic, msg.payload)
+
+    def publish(self, leaf: str, payload: str | bytes, *, retain: bool = False, qos: int | None = None) -> mqtt.MQTTMessageInfo:
+        return self.client.publish(self.config.topic(leaf), payload, qos=self.mqtt.qos if qos is None else qos,
+                                   retain=retain)
+
+    def publish_message(self, msg: PersonaMessage) -> mqtt.MQTTMessageInfo:
+        return self.publish("messages", msg.model_dump_json())
+
+    def publish_state(self, doc: dict[str, Any]) -> mqtt.MQTTMessageInfo:
+        return self.publish("state", json.dumps(doc, separators=(",", ":")), retain=True)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Say offline (when we own the presence), then disconnect cleanly."""
+        if self.presence and self.connected.is_set():
+            info = self.client.publish(self.status_topic, "offline", qos=1, retain=True)
+            _wait(info, timeout)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _wait(info: mqtt.MQTTMessageInfo, timeout: float) -> bool:
+    try:
+        info.wait_for_publish(timeout)
+    except (RuntimeError, ValueError):
+        return False
+    return info.is_published()
+
+
+def publish_batch(config: AgentConfig, messages: list[PersonaMessage], state: dict[str, Any],
+                  timeout: float) -> int:
+    """Publish a replay's messages and final state; return how many were not acknowledged."""
+    uplink = PahoUplink(config, presence=False, client_suffix="-replay")
+    uplink.start()
+    deadline = time.monotonic() + timeout
+    if not uplink.connected.wait(timeout):
+        uplink.stop(0)
+        return len(messages)
+    infos = [uplink.publish_message(m) for m in messages]
+    infos.append(uplink.publish_state(state))
+    left = sum(not _wait(i, max(0.0, deadline - time.monotonic())) for i in infos[:-1])
+    uplink.stop(max(0.0, deadline - time.monotonic()))
+    return left

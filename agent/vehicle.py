@@ -1,0 +1,293 @@
+"""A vehicle profile: config + DBCs resolved into decode plans, with every problem collected (reads files)."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cantools.database.can import Database, Message, Signal
+
+from agent import vss
+from agent.config import AgentConfig, SignalMap, load_config
+from agent.dbc import load_dbc
+from agent.decode import Decoder, MessagePlan, SignalPlan
+from agent.errors import ConfigError, DbcError
+from agent.state import DEFAULT_STALE_AFTER_S, VehicleState
+
+# Signals whose bits change every frame without carrying information: masked out of the
+# "payload unchanged" test so that a rolling counter does not force a decode per frame.
+VOLATILE_SIGNAL_RE = re.compile(r"(counter|cnt|crc|checksum|chksum|alive|rolling|parity)", re.IGNORECASE)
+NOT_AVAILABLE_NAME_RE = re.compile(r"^(sna|n/?a|invalid|not_?available|unavailable|error|fault)$|_sna$", re.I)
+
+
+@dataclass
+class Vehicle:
+    """Everything the pipeline needs to know about one car, ready to run."""
+
+    config: AgentConfig
+    databases: list[Database]
+    plans: dict[int, MessagePlan]
+    stale_after: dict[str, float]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def mapped_paths(self) -> frozenset[str]:
+        return frozenset(self.stale_after)
+
+    def new_decoder(self) -> Decoder:
+        state = VehicleState(self.stale_after, self.config.rules.dtc_new.clear_after_s)
+        # Fresh plans per decoder: the change cache lives in them.
+        plans = {fid: _copy_plan(p) for fid, p in self.plans.items()}
+        return Decoder(plans, state)
+
+    def can_filters(self) -> list[dict[str, int | bool]]:
+        """python-can filters passing only the mapped ids (kernel filters on SocketCAN)."""
+        return [
+            {"can_id": fid, "can_mask": 0x1FFFFFFF if p.message.is_extended_frame else 0x7FF,
+             "extended": p.message.is_extended_frame}
+            for fid, p in sorted(self.plans.items())
+        ]
+
+    def find_message(self, name: str) -> Message | None:
+        for db in self.databases:
+            try:
+                return db.get_message_by_name(name)
+            except KeyError:
+                continue
+        return None
+
+
+def _copy_plan(plan: MessagePlan) -> MessagePlan:
+    return MessagePlan(plan.frame_id, plan.message, plan.length, plan.mask, plan.signals)
+
+
+def load_vehicle(config: AgentConfig) -> Vehicle:
+    """Load the config's DBCs and resolve its mapping; ConfigError lists every problem."""
+    where = str(config.source or "config")
+    problems: list[str] = []
+    databases: list[Database] = []
+    if not config.can.dbc:
+        problems.append(f"{where}: [can] dbc: no DBC file given (set [can] dbc or pass --dbc FILE)")
+    for path in config.can.dbc:
+        try:
+            databases.append(load_dbc(Path(path), strict=config.can.strict_dbc))
+        except DbcError as exc:
+            problems.append(str(exc))
+    plans: dict[int, MessagePlan] = {}
+    stale_after: dict[str, float] = {}
+    if databases:
+        builder = _PlanBuilder(config, databases, where)
+        for path, mapping in config.mappings().items():
+            builder.add(path, mapping)
+        problems.extend(builder.problems)
+        plans, stale_after = builder.plans, builder.stale_after
+    if problems:
+        raise ConfigError(problems)
+    return Vehicle(config, databases, plans, stale_after)
+
+
+class _PlanBuilder:
+    def __init__(self, config: AgentConfig, databases: list[Database], where: str) -> None:
+        self.config = config
+        self.databases = databases
+        self.where = where
+        self.problems: list[str] = []
+        self.plans: dict[int, MessagePlan] = {}
+        self.stale_after: dict[str, float] = {}
+        self._messages = {m.name: m for db in reversed(databases) for m in db.messages}
+
+    def fail(self, path: str, text: str) -> None:
+        self.problems.append(f'{self.where}: [signals] "{path}": {text}')
+
+    def add(self, path: str, mapping: SignalMap) -> None:
+        resolved = self._resolve(path, mapping.source)
+        if resolved is None:
+            return
+        message, signal = resolved
+        plan = self._plan_for(message)
+        kind = self._kind(path, mapping, signal)
+        sp = SignalPlan(
+            path=path, name=signal.name, kind=kind,
+            scale=float(signal.scale), offset=float(signal.offset),
+            map_scale=mapping.scale, map_offset=mapping.offset,
+            dbc_min=_limit(signal, "minimum"), dbc_max=_limit(signal, "maximum"),
+            lo=mapping.min if mapping.min is not None else vss.PLAUSIBLE.get(path, (None, None))[0],
+            hi=mapping.max if mapping.max is not None else vss.PLAUSIBLE.get(path, (None, None))[1],
+            na_raw=_not_available_raw(signal), choices=_choices(signal),
+            ndigits=_ndigits(float(signal.scale) * mapping.scale), dtc_bits=signal.length,
+        )
+        if kind == "bool":
+            sp.true_raw = self._true_raw(path, mapping, signal)
+        elif kind == "dtc":
+            self._dtc_status(path, mapping, message, sp)
+        plan.signals.append(sp)
+        self.stale_after[path] = self._stale_after(mapping, message)
+
+    def _resolve(self, path: str, source: str) -> tuple[Message, Signal] | None:
+        msg_name, sig_name = source.split(".", 1)
+        message = self._messages.get(msg_name)
+        if message is None:
+            self.fail(path, f'message "{msg_name}" is in none of the DBC files{_hint(msg_name, self._messages)}')
+            return None
+        signal = next((s for s in message.signals if s.name == sig_name), None)
+        if signal is None:
+            names = {s.name: s for s in message.signals}
+            self.fail(path, f'message "{msg_name}" has no signal "{sig_name}"{_hint(sig_name, names)}')
+            return None
+        return message, signal
+
+    def _plan_for(self, message: Message) -> MessagePlan:
+        plan = self.plans.get(message.frame_id)
+        if plan is None:
+            mask = (1 << (8 * message.length)) - 1
+            for s in message.signals:
+                if VOLATILE_SIGNAL_RE.search(s.name):
+                    mask &= ~_signal_bits(s)
+            plan = MessagePlan(message.frame_id, message, message.length, mask, [])
+            self.plans[message.frame_id] = plan
+        return plan
+
+    def _kind(self, path: str, mapping: SignalMap, signal: Signal) -> str:
+        if path == vss.DTC_LIST:
+            return "dtc"
+        if mapping.true_values is not None or path in vss.BOOLEAN_PATHS:
+            return "bool"
+        if signal.choices and path not in vss.PLAUSIBLE:
+            return "enum"
+        return "number"
+
+    def _true_raw(self, path: str, mapping: SignalMap, signal: Signal) -> frozenset[int]:
+        if mapping.true_values is None:
+            if signal.length == 1:
+                return frozenset({1})
+            self.fail(path, f'boolean VSS signal from {signal.length}-bit "{signal.name}": '
+                            "set true_values (choice names or raw numbers meaning true)")
+            return frozenset()
+        return self._raw_values(path, "true_values", mapping.true_values, signal)
+
+    def _raw_values(self, path: str, field_name: str, values: list[str | int], signal: Signal) -> frozenset[int]:
+        by_name = {str(name): int(raw) for raw, name in (signal.choices or {}).items()}
+        raws: set[int] = set()
+        for v in values:
+            if isinstance(v, int):
+                raws.add(v)
+            elif v in by_name:
+                raws.add(by_name[v])
+            else:
+                known = ", ".join(sorted(by_name)) or "none: use raw numbers"
+                self.fail(path, f'{field_name}: "{v}" is not a value of "{signal.name}" (choices: {known})')
+        return frozenset(raws)
+
+    def _dtc_status(self, path: str, mapping: SignalMap, message: Message, sp: SignalPlan) -> None:
+        if mapping.status is None:
+            return
+        msg_name, sig_name = mapping.status.split(".", 1)
+        status = next((s for s in message.signals if s.name == sig_name), None)
+        if msg_name != message.name or status is None:
+            self.fail(path, f'status "{mapping.status}" must be a signal of message "{message.name}"')
+            return
+        sp.status_name = status.name
+        sp.active_raw = self._raw_values(path, "active_values", mapping.active_values or [1], status)
+
+    def _stale_after(self, mapping: SignalMap, message: Message) -> float:
+        if mapping.stale_after_s is not None:
+            return mapping.stale_after_s
+        if self.config.can.stale_after_s is not None:
+            return self.config.can.stale_after_s
+        if message.cycle_time:
+            return max(3 * message.cycle_time / 1000.0, 2.0)
+        return DEFAULT_STALE_AFTER_S
+
+
+def _limit(signal: Signal, attr: str) -> float | None:
+    lo, hi = signal.minimum, signal.maximum
+    if lo is None or hi is None or lo == hi:
+        return None  # DBC files write [0|0] for "no range"
+    return float(getattr(signal, attr))
+
+
+def _choices(signal: Signal) -> dict[int, str] | None:
+    if not signal.choices:
+        return None
+    return {int(raw): str(name) for raw, name in signal.choices.items()}
+
+
+def _not_available_raw(signal: Signal) -> int | None:
+    """The all-bits-set raw value when it means 'not available' for this signal."""
+    if signal.is_float or signal.is_signed:
+        return None
+    all_ones = (1 << signal.length) - 1
+    if signal.choices and all_ones in signal.choices:
+        return all_ones if NOT_AVAILABLE_NAME_RE.search(str(signal.choices[all_ones])) else None
+    if signal.choices or signal.length < 4:
+        return None  # small flags and enums use every value
+    return all_ones
+
+
+def _ndigits(step: float) -> int:
+    step = abs(step)
+    if step == 0 or step >= 1:
+        return 0 if step == int(step) else 2
+    digits = -math.log10(step)
+    exact = abs(digits - round(digits)) < 1e-9
+    return min(6, math.ceil(digits - 1e-9) + (0 if exact else 1))
+
+
+def _signal_bits(signal: Signal) -> int:
+    """Mask of the payload bits (little-endian integer of the payload) a signal occupies."""
+    mask = 0
+    pos = signal.start
+    for _ in range(signal.length):
+        mask |= 1 << pos
+        if signal.byte_order == "little_endian":
+            pos += 1
+        else:  # Motorola: walk from the MSB down, wrapping to the next byte's top bit
+            pos = pos + 15 if pos % 8 == 0 else pos - 1
+    return mask
+
+
+def _hint(name: str, known: dict[str, object]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+def check_config(path: Path, dbc_override: list[Path] | None = None) -> tuple[list[str], list[str]]:
+    """Every problem (and note) of a config, its DBCs and its mapping."""
+    try:
+        config = load_config(path, dbc_override=dbc_override)
+    except ConfigError as exc:
+        return exc.problems, []
+    try:
+        vehicle = load_vehicle(config)
+    except ConfigError as exc:
+        return exc.problems, []
+    from agent.rules import build_rules  # the rules say which inputs they lack
+    from agent.persona import Persona
+
+    notes: list[str] = []
+    problems: list[str] = []
+    _rules, disabled = build_rules(config, vehicle.mapped_paths)
+    notes.extend(f"{path}: {d}" for d in disabled)
+    try:
+        persona = Persona.from_config(config)
+        problems.extend(f"{path}: {p}" for p in persona.missing_kinds())
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    return problems, notes + vehicle.warnings
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    problems, notes = check_config(args.config, args.dbc)
+    for note in notes:
+        print(f"note: {note}")
+    for problem in problems:
+        print(f"error: {problem}")
+    if problems:
+        print(f"{args.config}: {len(problems)} problem(s)")
+        return 1
+    print(f"{args.config}: OK")
+    return 0
