@@ -1,0 +1,231 @@
+"""MQTT ingest and downlink with paho: messages are acknowledged only after the DB commit (does IO).
+
+The paho network thread only enqueues; one worker thread parses, stores in batches, commits,
+then acknowledges (QoS 1, manual acks, persistent session), so a relay killed mid-burst loses
+nothing: the broker redelivers what was not acknowledged, and duplicates are ignored by id.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import ssl
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from relay.config import TOPIC_ROOT, MqttConfig
+from relay.hub import Hub
+from relay.ingest import SUBSCRIBED, Dropped, Inbound, parse
+from relay.store import Store, known_vehicles, now_utc
+
+log = logging.getLogger(__name__)
+
+# Status is idempotent and retained: subscribe without sharing so every instance learns it at
+# start (a broker does not send retained messages to shared subscriptions).
+UNSHARED = ("status",)
+
+
+class _Abandoned(Exception):
+    """The relay stops while the database is down: the batch stays un-acknowledged."""
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    generation: int  # connection number: an ack is only valid on the connection that got it
+    mid: int
+    qos: int
+    topic: str
+    payload: bytes
+
+
+class MqttIngest:
+    """Subscribes, stores and acknowledges; also publishes signed commands (``publish``)."""
+
+    def __init__(self, cfg: MqttConfig, sessions: sessionmaker[Session], hub: Hub,
+                 max_payload_bytes: int = 65536, batch_max: int = 500,
+                 state_history_min_interval_s: float = 60.0) -> None:
+        self.cfg = cfg
+        self.sessions = sessions
+        self.hub = hub
+        self.max_payload_bytes = max_payload_bytes
+        self.batch_max = batch_max
+        self.store = Store(state_history_min_interval_s)
+        self.dropped: Counter[str] = Counter()
+        self.stored = 0
+        self.connected = threading.Event()
+        self._queue: queue.Queue[Received] = queue.Queue()
+        self._generation = 0
+        self._stop = threading.Event()
+        self._known: set[str] = set()
+        self._known_at = 0.0
+        self._worker = threading.Thread(target=self._work, name="relay-ingest", daemon=True)
+        self.client = self._make_client()
+
+    # -- paho side (network thread: enqueue only) ------------------------------------------
+
+    def _make_client(self) -> mqtt.Client:
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.cfg.client_id,
+                             protocol=mqtt.MQTTv5, manual_ack=True)
+        if self.cfg.username:
+            password = self.cfg.password.get_secret_value() if self.cfg.password else None
+            client.username_pw_set(self.cfg.username, password)
+        if self.cfg.tls:
+            client.tls_set(ca_certs=str(self.cfg.ca_file) if self.cfg.ca_file else None,
+                           tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.reconnect_delay_set(1, 30)
+        return client
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            log.warning("broker refused the connection: %s", reason)
+            return
+        self._generation += 1
+        topics = [(self.subscription(leaf), 1) for leaf in SUBSCRIBED]
+        client.subscribe(topics)
+        log.info("connected to %s:%d, subscribed to %d topics", self.cfg.host, self.cfg.port,
+                 len(topics))
+        self.connected.set()
+
+    def _on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        self.connected.clear()
+        if not self._stop.is_set():
+            log.warning("disconnected from the broker (%s); reconnecting", reason)
+
+    def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        self._queue.put(Received(self._generation, msg.mid, msg.qos, msg.topic, bytes(msg.payload)))
+
+    def subscription(self, leaf: str) -> str:
+        base = f"{TOPIC_ROOT}/+/{leaf}"
+        if self.cfg.shared_subscriptions and leaf not in UNSHARED:
+            return f"$share/{self.cfg.share_group}/{base}"
+        return base
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.cfg.session_expiry_s
+        self._worker.start()
+        self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s,
+                                  clean_start=False, properties=props)
+        self.client.loop_start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Store and acknowledge what is queued, then disconnect (the session stays on the broker)."""
+        self._stop.set()
+        self._worker.join(timeout_s)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> mqtt.MQTTMessageInfo:
+        return self.client.publish(topic, payload, qos=qos)
+
+    # -- worker ----------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            batch = self._take_batch()
+            if batch:
+                self._handle(batch)
+            elif self._stop.is_set():
+                return
+
+    def _take_batch(self) -> list[Received]:
+        try:
+            first = self._queue.get(timeout=0.2)
+        except queue.Empty:
+            return []
+        batch = [first]
+        while len(batch) < self.batch_max:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _handle(self, batch: list[Received]) -> None:
+        records: list[tuple[Received, Inbound]] = []
+        for item in batch:
+            rec = self._check(item)
+            if rec is not None:
+                records.append((item, rec))
+        try:
+            touched = self._commit([r for _, r in records])
+        except _Abandoned:
+            log.error("stopping with %d messages not stored: the broker keeps them", len(batch))
+            return
+        self._ack(batch)
+        if touched:
+            self.hub.notify(touched)
+
+    def _check(self, item: Received) -> Inbound | None:
+        try:
+            rec = parse(item.topic, item.payload, self.max_payload_bytes)
+            if not self._is_known(rec.vehicle_id):
+                raise Dropped("unknown-vehicle", rec.vehicle_id[:64])
+            return rec
+        except Dropped as drop:
+            self.dropped[drop.reason] += 1
+            log.warning("dropped a payload on %s: %s", item.topic[:200], drop)
+            return None
+
+    def _is_known(self, vehicle_id: str) -> bool:
+        if vehicle_id in self._known:
+            return True
+        if time.monotonic() - self._known_at > 5.0:  # a vehicle added since: reload, rate-limited
+            with self.sessions() as session:
+                self._known = known_vehicles(session)
+            self._known_at = time.monotonic()
+        return vehicle_id in self._known
+
+    def _commit(self, records: list[Inbound]) -> set[str]:
+        """Store the batch; wait out a database outage; isolate a record the database refuses."""
+        delay = 0.5
+        while True:
+            try:
+                return self._apply(records)
+            except OperationalError as exc:
+                if self._stop.is_set():
+                    raise _Abandoned from exc
+                log.error("database unavailable (%s); retrying in %.1f s", exc.orig, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            except (DBAPIError, SQLAlchemyError) as exc:
+                log.error("database refused a batch (%s); storing record by record", exc)
+                return self._apply_one_by_one(records)
+
+    def _apply(self, records: list[Inbound]) -> set[str]:
+        with self.sessions() as session, session.begin():
+            touched = self.store.apply(session, records, now_utc())
+        self.stored += len(records)
+        return touched
+
+    def _apply_one_by_one(self, records: list[Inbound]) -> set[str]:
+        touched: set[str] = set()
+        for rec in records:
+            try:
+                touched |= self._apply([rec])
+            except SQLAlchemyError as exc:
+                self.dropped["db-refused"] += 1
+                log.error("dropped a %s record of %s the database refused: %s", rec.leaf,
+                          rec.vehicle_id, exc)
+        return touched
+
+    def _ack(self, batch: list[Received]) -> None:
+        current = self._generation
+        for item in batch:
+            # A message received on an earlier connection will be redelivered on this one.
+            if item.qos > 0 and item.generation == current:
+                self.client.ack(item.mid, item.qos)

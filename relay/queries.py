@@ -1,0 +1,138 @@
+"""Read side of the web app: what a user may see, as plain rows (does IO through a Session)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from relay.models import Appointment, Command, Membership, Message, User, Vehicle
+from relay.permissions import ALERT_SEVERITIES, Access
+
+DTC_LIST = "Vehicle.Diagnostics.DTCList"
+
+
+def access(session: Session, user_id: int, vehicle_id: str) -> Access:
+    rows = session.scalars(select(Membership.role).where(
+        Membership.user_id == user_id,
+        or_(Membership.vehicle_id == vehicle_id,
+            (Membership.vehicle_id.is_(None)) & (Membership.role == "operator"))))
+    return Access(frozenset(rows))
+
+
+def my_vehicles(session: Session, user_id: int) -> list[tuple[Vehicle, frozenset[str]]]:
+    """Every vehicle the user has a role on (fleet-wide operators: every vehicle)."""
+    roles: dict[str, set[str]] = {}
+    fleet_wide = False
+    for vid, role in session.execute(select(Membership.vehicle_id, Membership.role)
+                                     .where(Membership.user_id == user_id)):
+        if vid is None:
+            fleet_wide = True
+        else:
+            roles.setdefault(vid, set()).add(role)
+    query = select(Vehicle).order_by(Vehicle.id)
+    if not fleet_wide:
+        query = query.where(Vehicle.id.in_(roles))
+    out = []
+    for v in session.scalars(query):
+        r = roles.get(v.id, set()) | ({"operator"} if fleet_wide else set())
+        out.append((v, frozenset(r)))
+    return out
+
+
+def timeline_messages(session: Session, vehicle_id: str, acc: Access, after_seq: int = 0,
+                      limit: int = 100) -> list[Message]:
+    """The newest messages the user may read, oldest first (after_seq: only newer ones)."""
+    query = select(Message).where(Message.vehicle_id == vehicle_id, Message.seq > after_seq)
+    if acc.alerts_only:
+        query = query.where(Message.severity.in_(ALERT_SEVERITIES))
+    else:
+        query = query.where(Message.visibility.in_(acc.visibilities))
+    rows = list(session.scalars(query.order_by(Message.seq.desc()).limit(limit)))
+    return sorted(rows, key=lambda m: m.seq)
+
+
+def recent_commands(session: Session, vehicle_id: str, since: datetime) -> list[Command]:
+    return list(session.scalars(select(Command).where(
+        Command.vehicle_id == vehicle_id, Command.issued_at >= since).order_by(Command.issued_at)))
+
+
+def latest_eta(session: Session, vehicle_id: str) -> str | None:
+    msg = session.scalars(select(Message).where(
+        Message.vehicle_id == vehicle_id, Message.kind == "charge.started")
+        .order_by(Message.seq.desc()).limit(1)).first()
+    eta = msg.data.get("eta") if msg is not None and isinstance(msg.data, dict) else None
+    return eta if isinstance(eta, str) else None
+
+
+def appointments_for_dealer(session: Session, user_id: int) -> list[Appointment]:
+    vids = select(Membership.vehicle_id).where(Membership.user_id == user_id,
+                                               Membership.role == "dealer")
+    return list(session.scalars(select(Appointment).where(Appointment.vehicle_id.in_(vids))
+                                .order_by(Appointment.seq.desc()).limit(200)))
+
+
+def appointments_for_vehicle(session: Session, vehicle_id: str) -> list[Appointment]:
+    return list(session.scalars(select(Appointment).where(Appointment.vehicle_id == vehicle_id)
+                                .order_by(Appointment.seq.desc()).limit(20)))
+
+
+@dataclass
+class FleetRow:
+    vehicle: Vehicle
+    alerts: int
+    dtcs: list[str]
+    backlog: Any
+    oldest_unsent: Any
+
+
+@dataclass
+class FleetView:
+    rows: list[FleetRow]
+    online: int = 0
+    alerts: int = 0
+    dtc_counts: list[tuple[str, int]] = field(default_factory=list)
+
+
+def fleet(session: Session, user_id: int, now: datetime) -> FleetView:
+    vehicles = [v for v, roles in my_vehicles(session, user_id) if "operator" in roles]
+    ids = [v.id for v in vehicles]
+    alerts = dict(session.execute(
+        select(Message.vehicle_id, func.count()).where(
+            Message.vehicle_id.in_(ids), Message.severity.in_(ALERT_SEVERITIES),
+            Message.received_at >= now - timedelta(hours=24))
+        .group_by(Message.vehicle_id)).all())
+    rows, dtc_total = [], Counter[str]()
+    for v in vehicles:
+        dtcs = active_dtcs(v.state)
+        dtc_total.update(set(dtcs))
+        report = v.fleet or {}
+        rows.append(FleetRow(v, int(alerts.get(v.id, 0)), dtcs,
+                             _first(report, "outbox_backlog", "backlog", "outbox_pending"),
+                             _first(report, "outbox_oldest_age_s", "oldest_unsent_age_s",
+                                    "oldest_unsent_s", "outbox_oldest_ts", "oldest_unsent")))
+    return FleetView(rows, online=sum(v.status == "online" for v in vehicles),
+                     alerts=sum(r.alerts for r in rows), dtc_counts=dtc_total.most_common(20))
+
+
+def active_dtcs(state: dict[str, Any] | None) -> list[str]:
+    entry = (state or {}).get(DTC_LIST)
+    value = entry.get("value") if isinstance(entry, dict) else None
+    if isinstance(value, list):
+        return [str(c)[:16] for c in value[:50]]
+    return []
+
+
+def _first(doc: dict[str, Any], *keys: str) -> Any:
+    for k in keys:
+        if k in doc and isinstance(doc[k], int | float | str):
+            return doc[k]
+    return None
+
+
+def user_by_name(session: Session, username: str) -> User | None:
+    return session.scalars(select(User).where(User.username == username)).first()

@@ -1,0 +1,92 @@
+"""Run the relay: migrate the database, start the MQTT ingest and serve the web app (does IO)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import uvicorn
+from sqlalchemy.engine import Engine
+
+from relay.auth import LoginLimiter, load_or_create_secret
+from relay.commands import Downlink
+from relay.config import RelayConfig
+from relay.db import make_engine, make_sessionmaker, migrate
+from relay.hub import ALL, Hub
+from relay.mqtt import MqttIngest
+from relay.web import AppContext, create_app
+
+log = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """Ends the live streams as soon as a stop is asked, so shutdown does not wait on them."""
+
+    def __init__(self, config: uvicorn.Config, relay: Relay) -> None:
+        super().__init__(config)
+        self.relay = relay
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        self.relay.ctx.stopping.set()
+        self.relay.ctx.hub.notify([ALL])
+        super().handle_exit(sig, frame)
+
+
+class Relay:
+    """Everything one relay instance runs; start()/stop() for tests, run() for the CLI."""
+
+    def __init__(self, config: RelayConfig, live_poll_s: float = 5.0) -> None:
+        self.config = config
+        self.engine: Engine = make_engine(config.database.url, config.database.echo)
+        migrate(self.engine)
+        sessions = make_sessionmaker(self.engine)
+        hub = Hub()
+        ing = config.ingest
+        self.ingest = MqttIngest(config.mqtt, sessions, hub, ing.max_payload_bytes, ing.batch_max,
+                                 ing.state_history_min_interval_s)
+        downlink = Downlink(config.keys.dir, lambda t, p: self.ingest.publish(t, p),
+                            config.commands)
+        web = config.web
+        self.ctx = AppContext(config, sessions, hub, downlink,
+                              LoginLimiter(web.login_attempts_per_window, web.login_window_s),
+                              self.ingest, live_poll_s=live_poll_s)
+        self.app = create_app(self.ctx, load_or_create_secret(web.secret_file))
+        uv = uvicorn.Config(self.app, host=web.host, port=web.port, lifespan="off",
+                            access_log=False, timeout_graceful_shutdown=3, log_config=None)
+        self.server = _Server(uv, self)
+        self._thread: threading.Thread | None = None
+
+    def run(self) -> None:
+        """Serve until SIGINT/SIGTERM (uvicorn handles the signals), then stop cleanly."""
+        self.ingest.start()
+        log.info("relay serving http://%s:%d", self.config.web.host, self.config.web.port)
+        try:
+            self.server.run()
+        finally:
+            self._shutdown()
+
+    def start(self) -> Relay:
+        """Run in a background thread (tests); returns once the web server listens."""
+        self.ingest.start()
+        self._thread = threading.Thread(target=self.server.run, name="relay-web", daemon=True)
+        self._thread.start()
+        while not self.server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError("the relay's web server did not start")
+            self._thread.join(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.ctx.stopping.set()
+        self.ctx.hub.notify([ALL])
+        self.server.should_exit = True
+        if self._thread:
+            self._thread.join(10)
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        self.ctx.stopping.set()
+        self.ingest.stop()
+        self.engine.dispose()
+        log.info("relay stopped")

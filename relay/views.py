@@ -1,0 +1,227 @@
+"""Pages and form posts of the relay's web app (does IO through the database and the downlink)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+
+from relay import commands, queries
+from relay.auth import csrf_ok, new_csrf_token, verify_password
+from relay.models import Command, Message, User, Vehicle, utcnow
+from relay.permissions import Access
+from relay.web import AppContext, current_user, render, require_user
+
+log = logging.getLogger(__name__)
+TIMELINE_LIMIT = 100
+
+
+def _ctx(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+def home(request: Request) -> Response:
+    user = require_user(request)
+    with _ctx(request).sessions() as s:
+        vehicles = queries.my_vehicles(s, user.id)
+    return render(request, "home.html", {"user": user, "vehicles": vehicles})
+
+
+def login_form(request: Request) -> Response:
+    return render(request, "login.html", {"next": _safe_next(request.query_params.get("next")),
+                                          "error": None})
+
+
+async def login(request: Request) -> Response:
+    form = await _form(request)
+    username = str(form.get("username", ""))[:64].strip()
+    password = str(form.get("password", ""))[:1024]
+    nxt = _safe_next(form.get("next"))
+    ctx = _ctx(request)
+    keys = [f"user:{username.lower()}", f"ip:{request.client.host if request.client else '-'}"]
+    if ctx.limiter.blocked(keys):
+        log.warning("login rate limit hit for %r", username)
+        return render(request, "login.html", {"next": nxt, "error":
+                      "Too many failed attempts. Please wait a few minutes."}, status=429)
+    user = await run_in_threadpool(_check_password, ctx, username, password)
+    if user is None:
+        ctx.limiter.failed(keys)
+        return render(request, "login.html", {"next": nxt,
+                      "error": "Wrong username or password."}, status=401)
+    ctx.limiter.succeeded(keys)
+    request.session.clear()  # a fresh session: nothing from before the login carries over
+    request.session.update({"uid": user.id, "sv": user.session_version, "csrf": new_csrf_token()})
+    return RedirectResponse(nxt, status_code=303)
+
+
+def _check_password(ctx: AppContext, username: str, password: str) -> User | None:
+    with ctx.sessions() as s:
+        user = queries.user_by_name(s, username)
+    ok = verify_password(user.password_hash if user else None, password)
+    return user if ok else None
+
+
+async def logout(request: Request) -> Response:
+    await _form(request)
+    request.session.clear()
+    return RedirectResponse("/login", status_code=303)
+
+
+def vehicle_page(request: Request) -> Response:
+    user = require_user(request)
+    vid = request.path_params["vid"]
+    with _ctx(request).sessions() as s:
+        vehicle, acc = _vehicle_for(s, user, vid)
+        if not acc.can_view_page:
+            raise HTTPException(404, "No such vehicle.")
+        view = timeline_view(s, vehicle, acc)
+        view["appointments"] = (queries.appointments_for_vehicle(s, vid)
+                                if acc.can_see_appointments else [])
+    error = request.session.pop("flash", None)
+    return render(request, "vehicle.html", {"user": user, "error": error, **view})
+
+
+def timeline_view(s: Any, vehicle: Vehicle, acc: Access, after_seq: int = 0) -> dict[str, Any]:
+    """Messages and (for owners) commands, merged by time: the chat with the car."""
+    msgs = queries.timeline_messages(s, vehicle.id, acc, after_seq, TIMELINE_LIMIT)
+    cmds: list[Command] = []
+    if acc.can_see_commands:
+        since = msgs[0].ts if msgs else utcnow() - timedelta(days=1)
+        cmds = queries.recent_commands(s, vehicle.id, since)
+    items: list[tuple[Any, str, Any]] = [(m.ts, "message", m) for m in msgs]
+    items += [(c.issued_at, "command", c) for c in cmds]
+    items.sort(key=lambda t: t[0])
+    return {"vehicle": vehicle, "access": acc, "items": items,
+            "answered": {c.message_id for c in cmds if c.message_id},
+            "cursor": max((m.seq for m in msgs), default=after_seq),
+            "eta": queries.latest_eta(s, vehicle.id) if acc.can_see_state else None}
+
+
+async def reply(request: Request) -> Response:
+    form = await _form(request)
+    message_id, answer = str(form.get("message_id", ""))[:64], str(form.get("answer", ""))[:32]
+
+    def build(s: Any, vid: str) -> tuple[str, dict[str, Any], str | None]:
+        msg = s.scalars(select(Message).where(Message.vehicle_id == vid,
+                                              Message.msg_id == message_id)).first()
+        return "reply", commands.reply_args(msg, answer), message_id
+
+    return await _send(request, build)
+
+
+async def command(request: Request) -> Response:
+    form = await _form(request)
+    name = str(form.get("name", ""))[:32]
+    fields = {k: str(v)[:32] for k, v in form.items()}
+    limits = _ctx(request).config.commands
+
+    def build(_s: Any, _vid: str) -> tuple[str, dict[str, Any], str | None]:
+        return name, commands.command_args(name, fields, limits), None
+
+    return await _send(request, build)
+
+
+async def _send(request: Request, build: Any) -> Response:
+    """Common path of every command post: login, CSRF, owner role, build, sign, publish."""
+    ctx, vid = _ctx(request), request.path_params["vid"]
+    user = await run_in_threadpool(require_user, request)
+
+    def work() -> Command:
+        with ctx.sessions() as s:
+            _vehicle, acc = _vehicle_for(s, user, vid)
+            if not acc.can_command:
+                raise HTTPException(404 if not acc.any else 403, "You cannot command this car.")
+            name, args, message_id = build(s, vid)
+            return commands.send(s, ctx.downlink, vid, name, args, user.id, message_id)
+
+    try:
+        cmd = await run_in_threadpool(work)
+    except commands.CommandRefused as exc:
+        return _answer(request, vid, error=str(exc), status=400)
+    ctx.hub.notify([vid])
+    html = request.app.state.templates.get_template("_command.html").render(item=cmd)
+    return _answer(request, vid, result={"id": cmd.id, "status": cmd.status, "html": html})
+
+
+def _answer(request: Request, vid: str, error: str | None = None,
+            result: dict[str, Any] | None = None, status: int = 200) -> Response:
+    if "application/json" in request.headers.get("accept", ""):
+        body = {"ok": False, "error": error} if error else {"ok": True, **(result or {})}
+        return JSONResponse(body, status_code=status)
+    if error:
+        request.session["flash"] = error
+    return RedirectResponse(f"/v/{vid}", status_code=303)
+
+
+def fleet_page(request: Request) -> Response:
+    user = require_user(request)
+    ctx = _ctx(request)
+    with ctx.sessions() as s:
+        view = queries.fleet(s, user.id, utcnow())
+    if not view.rows:
+        raise HTTPException(403, "The fleet page is for fleet operators.")
+    ingest = ctx.ingest
+    counters = {"stored": ingest.stored, **dict(ingest.dropped)} if ingest else {}
+    return render(request, "fleet.html", {"user": user, "fleet": view, "counters": counters})
+
+
+def dealer_page(request: Request) -> Response:
+    user = require_user(request)
+    with _ctx(request).sessions() as s:
+        appts = queries.appointments_for_dealer(s, user.id)
+    return render(request, "dealer.html", {"user": user, "appointments": appts})
+
+
+def public_feed(request: Request) -> Response:
+    vid = request.path_params["vid"]
+    with _ctx(request).sessions() as s:
+        vehicle = s.get(Vehicle, vid[:64])
+        if vehicle is None or not vehicle.public_feed:
+            raise HTTPException(404, "No such feed.")
+        msgs = queries.timeline_messages(s, vid, Access(frozenset({"public"})), 0, 50)
+        msgs = [m for m in msgs if m.visibility == "public"]
+    return render(request, "public.html", {"user": current_user(request), "vehicle": vehicle,
+                                           "messages": msgs})
+
+
+def healthz(request: Request) -> Response:
+    ingest = _ctx(request).ingest
+    connected = ingest is None or ingest.connected.is_set()
+    return PlainTextResponse("ok" if connected else "broker disconnected",
+                             status_code=200 if connected else 503)
+
+
+def _vehicle_for(s: Any, user: User, vid: str) -> tuple[Vehicle, Access]:
+    """The vehicle and the user's access; 404 when it does not exist or they have no role on it."""
+    vehicle = s.get(Vehicle, vid[:64])
+    acc = queries.access(s, user.id, vid[:64]) if vehicle is not None else Access(frozenset())
+    if vehicle is None or not acc.any:
+        raise HTTPException(404, "No such vehicle.")
+    return vehicle, acc
+
+
+async def _form(request: Request) -> FormData:
+    """The posted form, after checking its CSRF token against the session's."""
+    try:
+        form = await request.form(max_files=0, max_fields=20)
+    except Exception:  # python-multipart raises several types for garbage bodies
+        raise HTTPException(400, "Malformed form.") from None
+    if not csrf_ok(request.session.get("csrf"), form.get("csrf")):
+        raise HTTPException(403, "The form expired. Please reload the page and try again.")
+    return form
+
+
+def _safe_next(value: object) -> str:
+    """Only a local path: never an open redirect to another site."""
+    if isinstance(value, str) and value.startswith("/") and not value.startswith("//") \
+            and "\\" not in value and len(value) < 200:
+        return value
+    return "/"
