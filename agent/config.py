@@ -88,6 +88,32 @@ class ThresholdRule(_Model):
     severity: Severity = "warning"
 
 
+class BatteryLowRule(ThresholdRule):
+    threshold: float = 20.0  # SOC %, below
+    rearm: float = 25.0
+    severity: Severity = "warning"
+
+
+class BatteryCriticalRule(ThresholdRule):
+    threshold: float = 10.0
+    rearm: float = 15.0
+    severity: Severity = "critical"
+
+
+class BatteryHotRule(ThresholdRule):
+    threshold: float = 50.0  # pack °C, above
+    rearm: float = 45.0
+    for_s: Annotated[float, Field(ge=0)] = 5.0
+    severity: Severity = "critical"
+
+
+class AuxBatteryLowRule(ThresholdRule):
+    threshold: float = 11.8  # 12 V rail, below, continuously for for_s
+    rearm: float = 12.4
+    for_s: Annotated[float, Field(ge=0)] = 60.0
+    severity: Severity = "warning"
+
+
 class ChargingRules(_Model):
     enabled: bool = True
     # Charging must hold this long before charge.started is sent, so the ETA rests on real power.
@@ -117,10 +143,10 @@ class DtcRules(_Model):
 
 
 class RulesConfig(_Model):
-    battery_low: ThresholdRule = ThresholdRule(threshold=20, rearm=25, severity="warning")
-    battery_critical: ThresholdRule = ThresholdRule(threshold=10, rearm=15, severity="critical")
-    battery_hot: ThresholdRule = ThresholdRule(threshold=50, rearm=45, for_s=5, severity="critical")
-    aux_battery_low: ThresholdRule = ThresholdRule(threshold=11.8, rearm=12.4, for_s=60, severity="warning")
+    battery_low: BatteryLowRule = BatteryLowRule()
+    battery_critical: BatteryCriticalRule = BatteryCriticalRule()
+    battery_hot: BatteryHotRule = BatteryHotRule()
+    aux_battery_low: AuxBatteryLowRule = AuxBatteryLowRule()
     charging: ChargingRules = ChargingRules()
     service_due: ServiceRules = ServiceRules()
     dtc_new: DtcRules = DtcRules()

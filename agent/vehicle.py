@@ -20,7 +20,7 @@ from agent.state import DEFAULT_STALE_AFTER_S, VehicleState
 
 # Signals whose bits change every frame without carrying information: masked out of the
 # "payload unchanged" test so that a rolling counter does not force a decode per frame.
-VOLATILE_SIGNAL_RE = re.compile(r"(counter|cnt|crc|checksum|chksum|alive|rolling|parity)", re.IGNORECASE)
+VOLATILE_SIGNAL_RE = re.compile(r"(counter|cnt|crc|checksum|chksum|csum|alive|rolling|prun|parity)", re.IGNORECASE)
 NOT_AVAILABLE_NAME_RE = re.compile(r"^(sna|n/?a|invalid|not_?available|unavailable|error|fault)$|_sna$", re.I)
 
 

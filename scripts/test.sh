@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Run the whole test suite on a fresh clone: installs what it needs (Debian packages when
+# missing, a venv with the project), then pytest. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+command -v systemd-analyze >/dev/null || need+=(systemd)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "scripts/test.sh: please install: ${need[*]} (apt-get install -y ${need[*]})" >&2; exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e '.[test]'
+
+# Default: everything, the real-kernel VM tests included (CARFRIEND_TEST_VM=0 leaves them out).
+if [ "${CARFRIEND_TEST_VM:-1}" = 1 ] && [ $# -eq 0 ]; then
+  set -- -m "vm or not vm"
+fi
+exec .venv/bin/python -m pytest "$@"
