@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from agent import vss
-from agent.config import AgentConfig, Severity, ThresholdRule as ThresholdConfig
+from agent.config import AgentConfig, Severity
+from agent.config import ThresholdRule as ThresholdConfig
 from agent.eta import Ewma, charge_time_s
 from agent.state import VehicleState
 

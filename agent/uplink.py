@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from agent.config import AgentConfig, MqttConfig
 from agent.errors import UplinkError
@@ -55,6 +55,7 @@ class PahoUplink:
         self.presence = presence
         self.on_command = on_command
         self.connected = threading.Event()
+        self._stopping = False
         self.status_topic = config.topic("status")
         v5 = self.mqtt.protocol == "5"
         client_id = (self.mqtt.client_id or f"carfriend-{config.vehicle.id}") + client_suffix
@@ -123,7 +124,7 @@ class PahoUplink:
         self.connected.set()
 
     def _on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-        if self.connected.is_set():
+        if self.connected.is_set() and not self._stopping:
             log.warning("MQTT disconnected (%s); reconnecting in the background", reason)
         self.connected.clear()
 
@@ -143,6 +144,7 @@ class PahoUplink:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Say offline (when we own the presence), then disconnect cleanly."""
+        self._stopping = True
         if self.presence and self.connected.is_set():
             info = self.client.publish(self.status_topic, "offline", qos=1, retain=True)
             _wait(info, timeout)

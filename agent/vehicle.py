@@ -265,8 +265,8 @@ def check_config(path: Path, dbc_override: list[Path] | None = None) -> tuple[li
         vehicle = load_vehicle(config)
     except ConfigError as exc:
         return exc.problems, []
-    from agent.rules import build_rules  # the rules say which inputs they lack
     from agent.persona import Persona
+    from agent.rules import build_rules  # the rules say which inputs they lack
 
     notes: list[str] = []
     problems: list[str] = []
