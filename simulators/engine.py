@@ -2,8 +2,8 @@
 
 Each step advances the car by STEP_S simulated seconds and returns the frames of that step,
 stamped with simulated epoch time, in time order. Every status message goes out at its DBC
-cycle time, thinned at high speed factors: period = max(cycle, min(speed / 20, 2 s)), so a
-live bus carries at most about 20 frames per real second per message up to 40x, and at any
+cycle time, thinned at high speed factors: period = max(cycle, min(speed / 100, 2 s)), so a
+live bus carries at most 100 frames per real second per message up to 200x, and at any
 speed the agent still sees each value at least every 2 simulated seconds (the mux pages every
 4 s). A parked, locked, unplugged car's bus sleeps and wakes every WAKE_PERIOD_S for one burst
 of every status frame; it stays up AFTER_RUN_S after the car goes to sleep, and a command
@@ -23,7 +23,7 @@ from simulators.model import EVModel
 from simulators.scenario import Garbage, Phase, Scenario, load_scenario
 
 STEP_S = 1.0
-FRAMES_PER_REAL_S = 20.0
+FRAMES_PER_REAL_S = 100.0
 MAX_THINNED_PERIOD_S = 2.0
 WAKE_PERIOD_S = 300.0
 WAKE_HOLD_S = 60.0
@@ -58,6 +58,7 @@ class Simulation:
         self._events = sorted(self.scenario.events, key=lambda e: e.at_s)
         self.phases_done = False
         self.frames_sent = 0
+        self._bus_up = True
 
     @property
     def now(self) -> float:
@@ -88,7 +89,7 @@ class Simulation:
         self._timeline(t0)
         due = self._due(t0, t0 + STEP_S)
         out = [self._frame(t, name) for t, _, name in sorted(due)]
-        if self.scenario.garbage is not None:
+        if self.scenario.garbage is not None and self._bus_up:
             out = sorted(out + self._garbage(self.scenario.garbage, t0), key=_ts)
         self.model.step(STEP_S)
         self.frames_sent += len(out)
@@ -149,7 +150,8 @@ class Simulation:
         due: list[tuple[float, int, str]] = []
         if self.model.awake:
             self._wake_until = max(self._wake_until, t0 + AFTER_RUN_S)
-        if t0 < self._wake_until:
+        self._bus_up = t0 < self._wake_until
+        if self._bus_up:
             if not self._next_due:  # waking up: every message starts its cycle now
                 self._next_due = {n: t0 + i * 0.001 for i, n in enumerate(STATUS_SIGNALS)}
             for i, name in enumerate(STATUS_SIGNALS):
