@@ -43,12 +43,23 @@ COMMAND_SIGNALS: dict[str, tuple[str, ...]] = {
 _PROTECTED = {"Drive_State": "Drive", "BMS_Status": "BMS"}
 
 
+def _crc8_table(poly: int) -> tuple[int, ...]:
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = ((crc << 1) ^ poly) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+        table.append(crc)
+    return tuple(table)
+
+
+_J1850 = _crc8_table(0x1D)
+
+
 def crc8_j1850(data: bytes) -> int:
     crc = 0xFF
     for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1D) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+        crc = _J1850[crc ^ byte]
     return crc ^ 0xFF
 
 
@@ -81,6 +92,8 @@ class FrameEncoder:
         self.db = db
         self.messages: dict[str, Message] = {n: db.get_message_by_name(n) for n in STATUS_SIGNALS}
         self._counters: dict[str, int] = dict.fromkeys(STATUS_SIGNALS, 0)
+        # Most frames repeat the previous values: the last payload per message is reused.
+        self._last: dict[str, tuple[tuple[Any, ...], bytes]] = {}
         self._values: dict[str, Callable[[EVModel], dict[str, Any]]] = {
             "Drive_State": _drive, "BMS_Status": _bms, "BMS_Temperatures": _temps,
             "BMS_Power": _power, "Charger_Status": _charger, "Charger_Schedule": _schedule,
@@ -100,10 +113,15 @@ class FrameEncoder:
         if prefix:
             values[f"{prefix}_Counter"] = self._counters[name] & 0x0F
             values[f"{prefix}_Checksum"] = 0
+        self._counters[name] += 1
+        key = tuple(values.values())
+        last = self._last.get(name)
+        if last is not None and last[0] == key:
+            return message.frame_id, message.is_extended_frame, last[1]
         data = bytearray(message.encode(_clamped(message, values), strict=False))
         if prefix:
             data[7] = crc8_j1850(bytes(data[:7]))
-        self._counters[name] += 1
+        self._last[name] = (key, bytes(data))
         return message.frame_id, message.is_extended_frame, bytes(data)
 
     def _odometer(self, model: EVModel) -> dict[str, Any]:
