@@ -185,6 +185,9 @@ class MessagesConfig(_Model):
 
 class StorageConfig(_Model):
     state_dir: Path | None = None
+    # The outbox's cap while offline: beyond it the oldest info, then warning, messages go
+    # (counted and reported); critical ones are never dropped. ~1 kB each on disk.
+    outbox_max_messages: Annotated[int, Field(ge=100)] = 100_000
 
 
 class AgentConfig(_Model):

@@ -9,14 +9,17 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import can
 
 from agent.config import AgentConfig, load_config
+from agent.courier import Courier
 from agent.errors import CarfriendError, ConfigError, SourceError
 from agent.model import PersonaMessage
+from agent.outbox import SqliteOutbox
 from agent.pipeline import Pipeline
 from agent.sdnotify import SystemdNotifier
 from agent.sources import open_bus
@@ -50,23 +53,27 @@ class Agent:
         self.vehicle: Vehicle = load_vehicle(config)
         self.pipeline = Pipeline(self.vehicle, self._deliver)
         self.uplink: PahoUplink | None = None
+        self.outbox: SqliteOutbox | None = None
+        self.courier: Courier | None = None
         self.bus: can.BusABC | None = None
         self.stop_requested = threading.Event()
         self.reload_requested = threading.Event()
         self.on_message: list[Callable[[PersonaMessage], None]] = []
         self._state_published = (-1, 0.0)  # (state.changes, monotonic time)
         self._last_frame = (0.0, time.monotonic())  # (event time, monotonic) of the last frame
-        self.sent = 0
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
-        """Open the bus and the uplink; READY once the bus is open (not waiting for the network)."""
+        """Open the outbox, the bus and the uplink; READY then (not waiting for the network)."""
+        self.outbox = open_outbox(self.config)
         self.bus = self.bus_factory(self.config, self.vehicle.can_filters())
         if self.config.mqtt.host:
             self.uplink = PahoUplink(self.config)
+            self.courier = Courier(self.outbox, self.uplink, vehicle_id=self.config.vehicle.id,
+                                   fleet_topic=self.config.topic("fleet"))
             self.uplink.start()
         else:
-            log.warning("[mqtt] host not set: messages are only logged")
+            log.warning("[mqtt] host not set: messages are kept in the outbox %s", self.outbox.path)
         log.info("carfriend %s ready: %s on %s %s, %d mapped signals in %d messages",
                  self.config.vehicle.id, self.config.vehicle.persona, self.config.can.interface,
                  self.config.can.channel, len(self.vehicle.mapped_paths), len(self.vehicle.plans))
@@ -79,6 +86,8 @@ class Agent:
         try:
             while not self.stop_requested.is_set():
                 self._read_once()
+                if self.courier is not None and self.courier.busy:
+                    self.courier.pump()
                 now_mono = time.monotonic()
                 if now_mono >= next_housekeeping:
                     next_housekeeping = now_mono + HOUSEKEEPING_S
@@ -136,6 +145,8 @@ class Agent:
 
     def _housekeeping(self, now_mono: float) -> None:
         self.notifier.watchdog()  # from this loop: a hung worker is what stops it
+        if self.courier is not None:
+            self.courier.pump()
         self._maybe_publish_state(now_mono)
         c = self.pipeline.counters()
         self.notifier.status(f"frames {c['frames']}, decoded {c['decoded']}, messages {c['messages']}")
@@ -152,10 +163,11 @@ class Agent:
             self._state_published = (state.changes, now_mono)
 
     def _deliver(self, msg: PersonaMessage) -> None:
+        assert self.outbox is not None
+        enqueue(self.outbox, self.config, msg)  # committed: from here on it is never lost
         log.info("message %s %s: %s", msg.kind, msg.id, msg.text)
-        if self.uplink is not None:
-            self.uplink.publish_message(msg)
-            self.sent += 1
+        if self.courier is not None:
+            self.courier.pump()
         for hook in self.on_message:
             hook(msg)
 
@@ -190,16 +202,31 @@ class Agent:
         """Stop reading, flush what can be flushed, publish offline, close the bus."""
         self.notifier.stopping("stopping")
         log.info("stopping: %s", self._counters_line())
-        if self.uplink is not None:
+        if self.uplink is not None and self.courier is not None:
             self._maybe_publish_state(time.monotonic(), force=True)
-            self.uplink.stop(timeout=5.0)
+            left = self.courier.drain(timeout=3.0)
+            if left:
+                log.info("%d message(s) stay in the outbox for the next start", left)
+            self.uplink.stop(timeout=3.0)
         self._close_bus()
+        if self.outbox is not None:
+            self.outbox.close()
 
     def _counters_line(self) -> str:
         c = self.pipeline.counters()
         dropped = " ".join(f"{k}={v}" for k, v in c["dropped"].items() if v) or "none"
         return (f"frames={c['frames']} decoded={c['decoded']} unchanged={c['unchanged']} "
-                f"dropped[{dropped}] messages={c['messages']} sent={self.sent}")
+                f"dropped[{dropped}] messages={c['messages']} sent={self.courier.sent if self.courier else 0}")
+
+
+def open_outbox(config: AgentConfig) -> SqliteOutbox:
+    return SqliteOutbox(config.resolved_state_dir() / "outbox.db",
+                        max_messages=config.storage.outbox_max_messages)
+
+
+def enqueue(outbox: SqliteOutbox, config: AgentConfig, msg: PersonaMessage) -> bool:
+    created = datetime.fromisoformat(msg.ts.replace("Z", "+00:00")).timestamp()
+    return outbox.put(msg.id, config.topic("messages"), msg.model_dump_json().encode(), msg.severity, created)
 
 
 def install_signal_handlers(agent: Agent) -> None:

@@ -76,12 +76,36 @@ def _parse_start(text: str | None) -> datetime | None:
 
 
 def _publish(config: Any, messages: list[PersonaMessage], pipeline: Pipeline, timeout: float) -> int:
-    from agent.uplink import publish_batch
+    """Through the same durable outbox as `run`: what is not acknowledged stays queued."""
+    from agent.daemon import enqueue, open_outbox
 
-    left = publish_batch(config, messages, pipeline.state.snapshot(config.vehicle.id), timeout)
+    outbox = open_outbox(config)
+    try:
+        for msg in messages:
+            enqueue(outbox, config, msg)
+        left = drain(config, outbox, timeout, state=pipeline.state.snapshot(config.vehicle.id))
+    finally:
+        outbox.close()
     if left:
-        print(f"error: {left} message(s) not acknowledged by the broker within {timeout:g} s",
-              file=sys.stderr)
+        print(f"error: {left} message(s) not acknowledged within {timeout:g} s; they stay in the outbox "
+              f"{outbox.path} for the next `carfriend run` or `carfriend outbox flush`", file=sys.stderr)
         return 2
     print(f"published {len(messages)} message(s) to {config.mqtt.host}:{config.mqtt.port}", file=sys.stderr)
     return 0
+
+
+def drain(config: Any, outbox: Any, timeout: float, state: dict[str, Any] | None = None) -> int:
+    """Connect (without touching the car's online/offline status) and deliver the outbox."""
+    from agent.courier import Courier
+    from agent.uplink import PahoUplink
+
+    uplink = PahoUplink(config, presence=False, client_suffix="-tool")
+    courier = Courier(outbox, uplink, vehicle_id=config.vehicle.id, fleet_topic=config.topic("fleet"))
+    uplink.start()
+    try:
+        left = courier.drain(timeout)
+        if state is not None and uplink.connected.is_set():
+            uplink.publish_state(state).wait_for_publish(2.0)
+    finally:
+        uplink.stop(timeout=2.0)
+    return left

@@ -7,7 +7,6 @@ import logging
 import os
 import ssl
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -158,19 +157,3 @@ def _wait(info: mqtt.MQTTMessageInfo, timeout: float) -> bool:
     except (RuntimeError, ValueError):
         return False
     return info.is_published()
-
-
-def publish_batch(config: AgentConfig, messages: list[PersonaMessage], state: dict[str, Any],
-                  timeout: float) -> int:
-    """Publish a replay's messages and final state; return how many were not acknowledged."""
-    uplink = PahoUplink(config, presence=False, client_suffix="-replay")
-    uplink.start()
-    deadline = time.monotonic() + timeout
-    if not uplink.connected.wait(timeout):
-        uplink.stop(0)
-        return len(messages)
-    infos = [uplink.publish_message(m) for m in messages]
-    infos.append(uplink.publish_state(state))
-    left = sum(not _wait(i, max(0.0, deadline - time.monotonic())) for i in infos[:-1])
-    uplink.stop(max(0.0, deadline - time.monotonic()))
-    return left
