@@ -37,10 +37,10 @@ _UNKNOWN_IDS = ((0x7DF, False), (0x7E8, False), (0x123, False), (0x456, False),
 class Simulation:
     """One run of a scenario: a timeline, the car model, its encoder and the emission schedule."""
 
-    def __init__(self, scenario: Scenario | str, *, seed: int = 0, speed: float = 1.0,
+    def __init__(self, scenario: Scenario | str | Path, *, seed: int = 0, speed: float = 1.0,
                  duration_s: float | None = None, db: Database | None = None,
                  dbc: Path | None = None) -> None:
-        self.scenario = load_scenario(scenario) if isinstance(scenario, str) else scenario
+        self.scenario = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
         self.start_ts = self.scenario.start_ts
         self.duration_s = duration_s
         self.db = db or load_car_dbc(dbc)
@@ -49,7 +49,7 @@ class Simulation:
         self.commands = CommandDecoder(self.db)
         self._garbage_rng = random.Random(seed * 7919 + 17)
         self._periods = {n: _period(self.encoder.cycle_s(n), speed) for n in STATUS_SIGNALS}
-        self._next_due: dict[str, float] = {}
+        self._next_due: dict[str, tuple[float, int]] = {}
         self._next_wake = self.start_ts
         self._wake_until = self.start_ts
         self._next_burst: float | None = None
@@ -87,7 +87,10 @@ class Simulation:
         """Advance STEP_S simulated seconds; the frames sent meanwhile, in time order."""
         t0 = self.now
         self._timeline(t0)
-        due = self._due(t0, t0 + STEP_S)
+        t1 = t0 + STEP_S
+        if self.duration_s is not None:
+            t1 = min(t1, self.start_ts + self.duration_s)
+        due = self._due(t0, t1)
         out = [self._frame(t, name) for t, _, name in sorted(due)]
         if self.scenario.garbage is not None and self._bus_up:
             out = sorted(out + self._garbage(self.scenario.garbage, t0), key=_ts)
@@ -153,13 +156,14 @@ class Simulation:
         self._bus_up = t0 < self._wake_until
         if self._bus_up:
             if not self._next_due:  # waking up: every message starts its cycle now
-                self._next_due = {n: t0 + i * 0.001 for i, n in enumerate(STATUS_SIGNALS)}
+                self._next_due = {n: (t0 + i * 0.001, 0) for i, n in enumerate(STATUS_SIGNALS)}
             for i, name in enumerate(STATUS_SIGNALS):
-                t = self._next_due[name]
-                while t < t1:
+                base, k = self._next_due[name]
+                # multiples of the period from the wake-up, so the cycle does not drift
+                while (t := base + k * self._periods[name]) < t1:
                     due.append((t, i, name))
-                    t += self._periods[name]
-                self._next_due[name] = t
+                    k += 1
+                self._next_due[name] = (base, k)
             self._next_wake = t1 + WAKE_PERIOD_S
             return due
         self._next_due = {}

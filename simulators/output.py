@@ -33,7 +33,7 @@ class RunStats:
     finished: bool = False  # the scenario ran to its end (not stopped early)
 
 
-def frames(scenario: Scenario | str, *, seed: int = 0, speed: float = 1.0,
+def frames(scenario: Scenario | str | Path, *, seed: int = 0, speed: float = 1.0,
            duration_s: float | None = None, dbc: Path | None = None) -> Iterator[can.Message]:
     """Every frame of a scenario in time order, as fast as the encoder goes (no bus, no file)."""
     sim = Simulation(scenario, seed=seed, speed=speed, duration_s=duration_s, dbc=dbc)
@@ -41,7 +41,7 @@ def frames(scenario: Scenario | str, *, seed: int = 0, speed: float = 1.0,
         yield from sim.step()
 
 
-def write_log(path: Path | str, scenario: Scenario | str, *, seed: int = 0, speed: float = 1.0,
+def write_log(path: Path | str, scenario: Scenario | str | Path, *, seed: int = 0, speed: float = 1.0,
               duration_s: float | None = None, dbc: Path | None = None) -> RunStats:
     """Write a scenario to a candump .log, .asc or .blf file; the same seed gives the same bytes.
 
@@ -96,7 +96,7 @@ def open_bus(interface: str, channel: str | None, **options: Any) -> can.BusABC:
         raise SourceError(f"cannot open CAN bus {interface}:{channel}: {exc}") from None
 
 
-def run_live(bus: can.BusABC, scenario: Scenario | str, *, speed: float = 1.0, seed: int = 0,
+def run_live(bus: can.BusABC, scenario: Scenario | str | Path, *, speed: float = 1.0, seed: int = 0,
              duration_s: float | None = None, stop_event: threading.Event | None = None,
              dbc: Path | None = None) -> RunStats:
     """Send a scenario onto a bus in (simulated time / speed), reacting to command frames.
@@ -160,7 +160,7 @@ class Simulator:
     >>> sim.stop()
     """
 
-    def __init__(self, bus: can.BusABC, scenario: Scenario | str, *, speed: float = 1.0,
+    def __init__(self, bus: can.BusABC, scenario: Scenario | str | Path, *, speed: float = 1.0,
                  seed: int = 0, duration_s: float | None = None, dbc: Path | None = None) -> None:
         self.bus = bus
         self.scenario = scenario
