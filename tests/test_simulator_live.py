@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -147,3 +150,49 @@ def test_frames_and_commands_cross_an_slcan_link_on_a_pseudo_terminal(charging_c
         agent.shutdown()
         adapter.shutdown()
     assert sim.stats is not None and sim.stats.commands == 1
+
+
+LOW_SOC_DRIVE = """
+description = "A drive that takes the SOC under 20 % within a few simulated minutes"
+start = "2026-11-21T18:30:00+09:00"
+timezone = "Asia/Tokyo"
+[car]
+soc_pct = 20.5
+[[phases]]
+kind = "drive"
+duration_s = 900
+speed_kmh = 60
+"""
+
+
+def test_the_agent_hears_the_simulated_car_through_slcan_and_pyserial(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    scenario = tmp_path / "low-soc.toml"
+    scenario.write_text(LOW_SOC_DRIVE)
+    adapter = simulators.SlcanPtyBus()
+    config = (root / "config" / "vehicles" / "carfriend-ev.toml").read_text()
+    config = config.replace('interface = "virtual"', 'interface = "slcan"')
+    config = config.replace('channel = "carfriend"', f'channel = "{adapter.tty_path}"\n'
+                            'options = { sleep_after_open = 0 }')
+    config = config.replace('"../../dbc/carfriend_ev.dbc"', f'"{root / "dbc" / "carfriend_ev.dbc"}"')
+    config += f'\n[storage]\nstate_dir = "{tmp_path / "state"}"\n'
+    (tmp_path / "agent.toml").write_text(config)
+    agent = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "--config", str(tmp_path / "agent.toml")],
+                             cwd=root, stderr=subprocess.PIPE, text=True)
+    sim = simulators.Simulator(adapter, scenario, speed=20).start()
+    seen: list[str] = []
+    watchdog = threading.Timer(60, agent.kill)  # a silent, hung agent ends the read loop
+    watchdog.start()
+    try:
+        assert agent.stderr is not None
+        for line in agent.stderr:
+            seen.append(line)
+            if "message battery.low" in line:
+                break
+    finally:
+        watchdog.cancel()
+        agent.terminate()
+        agent.wait(timeout=10)
+        sim.stop()
+        adapter.shutdown()
+    assert any("message battery.low" in line for line in seen), "".join(seen[-20:])
