@@ -168,7 +168,11 @@ class MqttConfig(_Model):
     password_file: Path | None = None
     client_id: str | None = None
     protocol: Literal["5", "3.1.1"] = "5"
+    # Cellular links: a long keepalive saves data; NAT timeouts are rarely under 5 minutes.
     keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 120
+    # Reconnect backoff: doubling from ~1-3 s (random per outage, so a fleet does not reconnect
+    # in lockstep after a broker restart) up to this.
+    reconnect_max_s: Annotated[float, Field(ge=1)] = 120.0
     topic_prefix: str = "carfriend/v1"
     qos: Literal[0, 1, 2] = 1
     tls: TlsConfig | None = None

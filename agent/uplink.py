@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import ssl
 import threading
 from collections.abc import Callable
@@ -63,7 +64,7 @@ class PahoUplink:
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
             clean_session=None if v5 else False,
         )
-        self.client.reconnect_delay_set(min_delay=1, max_delay=120)
+        self._jitter_backoff()
         self.client.max_inflight_messages_set(20)
         self._configure_auth()
         if presence:
@@ -71,6 +72,10 @@ class PahoUplink:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+
+    def _jitter_backoff(self) -> None:
+        max_s = int(max(1, self.mqtt.reconnect_max_s))
+        self.client.reconnect_delay_set(min_delay=random.randint(1, min(3, max_s)), max_delay=max_s)
 
     def _configure_auth(self) -> None:
         m = self.mqtt
@@ -125,6 +130,7 @@ class PahoUplink:
     def _on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if self.connected.is_set() and not self._stopping:
             log.warning("MQTT disconnected (%s); reconnecting in the background", reason)
+            self._jitter_backoff()
         self.connected.clear()
 
     def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:

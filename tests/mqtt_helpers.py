@@ -77,10 +77,15 @@ class Mosquitto:
 class Recorder:
     """A paho subscriber that records (topic, payload, retain) for the topics given."""
 
-    def __init__(self, host: str, port: int, topics: Iterable[str], **tls: Any) -> None:
+    def __init__(self, host: str, port: int, topics: Iterable[str], *, persistent: bool = False,
+                 **tls: Any) -> None:
+        """persistent: a fixed client id and a 1-hour session, so QoS 1 messages published while
+        the recorder is disconnected (e.g. a broker restart) are delivered when it is back."""
         self.records: list[tuple[str, bytes, bool]] = []
         self._cond = threading.Condition()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        client_id = f"recorder-{port}-{id(self)}" if persistent else ""
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        self.client.reconnect_delay_set(1, 2)
         if tls:
             self.client.tls_set(**tls)
         self._topics = list(topics)
@@ -88,7 +93,14 @@ class Recorder:
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *a, **k: self._subscribed.set()
         self.client.on_message = self._on_message
-        self.client.connect(host, port)
+        props = None
+        if persistent:
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 3600
+        self.client.connect(host, port, clean_start=not persistent, properties=props)
         self.client.loop_start()
         if not self._subscribed.wait(10):
             raise RuntimeError("recorder could not subscribe")
