@@ -9,8 +9,12 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from agent.errors import ConfigError
+
+if TYPE_CHECKING:
+    import can
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +56,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         stats = simulators.write_log(args.log, scenario, **options)
         print(f"{args.log}: {stats.frames} frames, {stats.simulated_s:.0f} s simulated", file=sys.stderr)
         return 0
+    bus: can.BusABC
     if args.slcan_pty:
-        bus = simulators.SlcanPtyBus()
-        print(f"slcan adapter on {bus.tty_path} (interface=slcan, channel={bus.tty_path})", flush=True)
+        adapter = simulators.SlcanPtyBus()
+        print(f"slcan adapter on {adapter.tty_path} (interface=slcan, channel={adapter.tty_path})", flush=True)
+        bus = adapter
     else:
         bus = simulators.open_bus(args.interface or "virtual", args.channel or "carfriend")
     stop = threading.Event()

@@ -70,6 +70,8 @@ def load_car_dbc(path: Path | None = None) -> Database:
         db = cantools.database.load_file(str(path), strict=False)
     except (OSError, cantools.database.UnsupportedDatabaseFormatError) as exc:
         raise ConfigError(f"{path}: cannot load DBC: {' '.join(str(exc).split())}") from None
+    if not isinstance(db, Database):
+        raise ConfigError(f"{path}: not a CAN database")
     problems = []
     for name, signals in {**STATUS_SIGNALS, **COMMAND_SIGNALS}.items():
         try:
@@ -215,7 +217,7 @@ class CommandDecoder:
         if message is None:
             return None
         try:
-            v = message.decode(data, decode_choices=True)
+            v: dict[str, Any] = dict(message.decode(data, decode_choices=True))  # type: ignore[arg-type]
         except Exception:  # noqa: BLE001 - a malformed command is ignored, as an ECU would
             return None
         name = message.name

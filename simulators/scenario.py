@@ -6,7 +6,7 @@ import re
 import tomllib
 from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -200,7 +200,7 @@ def _find(name_or_path: str | Path) -> Path:
     return path
 
 
-def _describe(err: dict) -> str:  # type: ignore[type-arg]
+def _describe(err: Any) -> str:
     loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
     value = err.get("input")
     shown = "" if isinstance(value, dict) or err["type"] == "missing" else f" (got {value!r})"
