@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -40,8 +41,11 @@ class Mosquitto:
         self.dir = Path(tempfile.mkdtemp(prefix="carfriend-mosquitto-"))
         listener = "" if "listener" in extra_conf else f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
         persist = f"persistence true\npersistence_location {self.dir}/\n" if persistence else ""
+        # As root, Mosquitto 2 switches to the `mosquitto` user, who cannot read our 0700 temp
+        # dirs (persistence, TLS files, ACL): stay root for tests.
+        user = "user root\n" if os.geteuid() == 0 else ""
         self.conf = self.dir / "mosquitto.conf"
-        self.conf.write_text(f"{listener}{persist}{extra_conf}\n")
+        self.conf.write_text(f"{user}{listener}{persist}{extra_conf}\n")
         self.log = self.dir / "mosquitto.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
