@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from frames import EV_CONFIG, EV_DBC
 
 from agent.config import load_config
 from agent.errors import ConfigError
-from frames import EV_CONFIG, EV_DBC
 
 BROKEN = f"""
 [vehicle]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from frames import EV_CONFIG, encode
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -9,7 +10,6 @@ from agent import vss
 from agent.config import load_config
 from agent.decode import format_dtc
 from agent.vehicle import load_vehicle
-from frames import EV_CONFIG, encode
 
 VEHICLE = load_vehicle(load_config(EV_CONFIG))
 IDS = sorted(VEHICLE.plans)

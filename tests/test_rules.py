@@ -9,7 +9,15 @@ from hypothesis import strategies as st
 
 from agent import vss
 from agent.config import AgentConfig
-from agent.rules import ChargeRule, DtcRule, Event, RuleEngine, ServiceRule, ThresholdRule, build_rules
+from agent.rules import (
+    ChargeRule,
+    DtcRule,
+    Event,
+    RuleEngine,
+    ServiceRule,
+    ThresholdRule,
+    build_rules,
+)
 from agent.state import VehicleState
 
 CONFIG = AgentConfig.model_validate({"vehicle": {"id": "t", "battery_capacity_kwh": 60}})
