@@ -176,9 +176,12 @@ class MqttConfig(_Model):
     topic_prefix: str = "carfriend/v1"
     qos: Literal[0, 1, 2] = 1
     tls: TlsConfig | None = None
-    # The state topic: at most one publish per min interval on change, and one per interval anyway.
+    # The state topic: changed signals (past their deadband) at most every state_min_interval_s;
+    # a full retained snapshot on connect and every state_interval_s.
     state_min_interval_s: Annotated[float, Field(ge=0)] = 5.0
-    state_interval_s: Annotated[float, Field(gt=0)] = 300.0
+    state_interval_s: Annotated[float, Field(gt=0)] = 900.0
+    # Per VSS path, in its unit; built-in defaults for the usual signals (agent/statepub.py).
+    state_deadbands: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
 
 
 class MessagesConfig(_Model):

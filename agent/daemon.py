@@ -23,6 +23,7 @@ from agent.outbox import SqliteOutbox
 from agent.pipeline import Pipeline
 from agent.sdnotify import SystemdNotifier
 from agent.sources import open_bus
+from agent.statepub import StateReporter
 from agent.uplink import PahoUplink
 from agent.vehicle import Vehicle, load_vehicle
 
@@ -59,7 +60,9 @@ class Agent:
         self.stop_requested = threading.Event()
         self.reload_requested = threading.Event()
         self.on_message: list[Callable[[PersonaMessage], None]] = []
-        self._state_published = (-1, 0.0)  # (state.changes, monotonic time)
+        self.reporter = StateReporter(config.vehicle.id, min_interval_s=config.mqtt.state_min_interval_s,
+                                      full_interval_s=config.mqtt.state_interval_s,
+                                      deadbands=config.mqtt.state_deadbands)
         self._last_frame = (0.0, time.monotonic())  # (event time, monotonic) of the last frame
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -116,8 +119,7 @@ class Agent:
             self._close_bus()
             return
         if msg is None:
-            ts, mono = self._last_frame
-            self.pipeline.tick(ts + (time.monotonic() - mono))  # time passes on the bus's clock
+            self.pipeline.tick(self._event_now())  # time passes on the bus's clock
         elif msg.is_error_frame:
             self.pipeline.error_frame()
         elif not msg.is_remote_frame:
@@ -147,20 +149,28 @@ class Agent:
         self.notifier.watchdog()  # from this loop: a hung worker is what stops it
         if self.courier is not None:
             self.courier.pump()
-        self._maybe_publish_state(now_mono)
+        self._maybe_publish_state()
         c = self.pipeline.counters()
         self.notifier.status(f"frames {c['frames']}, decoded {c['decoded']}, messages {c['messages']}")
 
-    def _maybe_publish_state(self, now_mono: float, force: bool = False) -> None:
-        if self.uplink is None or not self.uplink.connected.is_set():
+    def _maybe_publish_state(self, force: bool = False) -> None:
+        uplink = self.uplink
+        if uplink is None or not uplink.connected.is_set():
             return
-        changes, last = self._state_published
-        state = self.pipeline.state
-        m = self.config.mqtt
-        due_change = state.changes != changes and now_mono - last >= m.state_min_interval_s
-        if force or due_change or now_mono - last >= m.state_interval_s:
-            self.uplink.publish_state(state.snapshot(self.config.vehicle.id))
-            self._state_published = (state.changes, now_mono)
+        if uplink.reconnected.is_set():
+            uplink.reconnected.clear()
+            self.reporter.request_full()
+        if force:
+            self.reporter.request_full()
+        due = self.reporter.poll(self.pipeline.state, self._event_now())
+        if due is not None:
+            doc, full = due
+            uplink.publish_state(doc, retain=full)
+
+    def _event_now(self) -> float:
+        """Event time now: the last frame's time plus the real time since it came."""
+        ts, mono = self._last_frame
+        return ts + (time.monotonic() - mono)
 
     def _deliver(self, msg: PersonaMessage) -> None:
         assert self.outbox is not None
@@ -203,7 +213,7 @@ class Agent:
         self.notifier.stopping("stopping")
         log.info("stopping: %s", self._counters_line())
         if self.uplink is not None and self.courier is not None:
-            self._maybe_publish_state(time.monotonic(), force=True)
+            self._maybe_publish_state(force=True)
             left = self.courier.drain(timeout=3.0)
             if left:
                 log.info("%d message(s) stay in the outbox for the next start", left)

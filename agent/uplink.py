@@ -55,6 +55,7 @@ class PahoUplink:
         self.presence = presence
         self.on_command = on_command
         self.connected = threading.Event()
+        self.reconnected = threading.Event()  # the worker sends a full state snapshot then
         self._stopping = False
         self.status_topic = config.topic("status")
         v5 = self.mqtt.protocol == "5"
@@ -125,6 +126,7 @@ class PahoUplink:
             client.publish(self.status_topic, "online", qos=1, retain=True)
         if self.on_command is not None:
             client.subscribe(self.config.topic("cmd/+"), qos=1)
+        self.reconnected.set()
         self.connected.set()
 
     def _on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
@@ -144,8 +146,8 @@ class PahoUplink:
     def publish_message(self, msg: PersonaMessage) -> mqtt.MQTTMessageInfo:
         return self.publish("messages", msg.model_dump_json())
 
-    def publish_state(self, doc: dict[str, Any]) -> mqtt.MQTTMessageInfo:
-        return self.publish("state", json.dumps(doc, separators=(",", ":")), retain=True)
+    def publish_state(self, doc: dict[str, Any], *, retain: bool = True) -> mqtt.MQTTMessageInfo:
+        return self.publish("state", json.dumps(doc, separators=(",", ":")), retain=retain)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Say offline (when we own the presence), then disconnect cleanly."""
