@@ -1,0 +1,100 @@
+"""The shipped unit under systemd as PID 1: install, READY, messages, watchdog restart, clean stop."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from vmharness import REPO, GuestRun, VirtualMachine
+
+pytestmark = pytest.mark.vm
+
+
+@pytest.fixture(scope="module")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Wheels of this checkout and its dependencies, for install.sh --wheelhouse in the guest
+    (which has no network), built here from PyPI or pip's cache."""
+    out = tmp_path_factory.mktemp("wheelhouse")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(out), str(REPO)],
+                   check=True, capture_output=True, timeout=600)
+    return out
+
+
+@pytest.fixture(scope="module")
+def run(vm: VirtualMachine, guest_python: str, wheelhouse: Path,
+        tmp_path_factory: pytest.TempPathFactory) -> GuestRun:
+    job = tmp_path_factory.mktemp("vm-systemd")
+    return vm.run("sh tests/vm/guest_systemd.sh", job, systemd=True, timeout_s=1200, env={
+        "WHEELHOUSE": str(wheelhouse), "PY": guest_python, "REPO": str(REPO)})
+
+
+def show(run: GuestRun, moment: str) -> dict[str, str]:
+    """`systemctl show` properties of carfriend.service at a moment of the guest script."""
+    text = run.file(f"show-{moment}.txt")
+    assert text, f"the guest never reached {moment!r}\n{run.explain()}"
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def published(run: GuestRun, leaf: str) -> list[str]:
+    out = []
+    for line in run.file("mqtt.txt").splitlines():
+        _retain, topic, payload = line.split("\t", 2)
+        if topic.endswith("/" + leaf):
+            out.append(payload)
+    return out
+
+
+def test_install_script_installs_and_start_returns_once_ready(run: GuestRun) -> None:
+    assert run.rc == 0, run.explain()
+    assert "installed" in run.file("steps.txt"), run.explain()
+    assert run.file("start.rc").strip() == "0", run.explain()
+    ready = show(run, "ready")
+    assert (ready["ActiveState"], ready["SubState"]) == ("active", "running"), ready
+    assert ready["StatusText"], "READY=1 came without a STATUS="
+
+
+def test_messages_flow_from_the_simulator_on_vcan0(run: GuestRun) -> None:
+    kinds = [json.loads(p)["kind"] for p in published(run, "messages")]
+    assert kinds == ["dtc.new"], run.explain()
+    status_text = show(run, "flow")["StatusText"]
+    match = re.search(r"frames (\d+)", status_text)
+    assert match and int(match.group(1)) > 0, f"STATUS= has no frame counter: {status_text!r}"
+
+
+def test_reload_keeps_the_agent_running(run: GuestRun) -> None:
+    assert run.file("reload.rc").strip() == "0", run.explain()
+    reloaded = show(run, "reloaded")
+    assert (reloaded["ActiveState"], reloaded["NRestarts"]) == ("active", "0"), reloaded
+    assert reloaded["MainPID"] == show(run, "flow")["MainPID"]
+    assert "config reloaded" in run.file("journal.txt"), run.explain()
+
+
+def test_watchdog_restarts_a_frozen_agent(run: GuestRun) -> None:
+    frozen_pid = run.file("frozen.pid").strip()
+    restarted = show(run, "restarted")
+    assert restarted["NRestarts"] == "1", (restarted, run.explain())
+    assert restarted["MainPID"] not in ("0", frozen_pid), restarted
+    assert (restarted["ActiveState"], restarted["SubState"]) == ("active", "running"), restarted
+    journal = run.file("journal.txt")
+    assert "Watchdog timeout" in journal, journal
+
+
+def test_stop_is_clean_and_publishes_offline(run: GuestRun) -> None:
+    stopped = show(run, "stopped")
+    assert (stopped["ActiveState"], stopped["Result"]) == ("inactive", "success"), stopped
+    statuses = published(run, "status")
+    # online, (frozen, killed: the broker sends the Last Will "offline"), online again, offline.
+    assert statuses[0] == "online" and statuses[-1] == "offline", statuses
+    assert statuses.count("online") >= 2, statuses
+    assert "stopping:" in run.file("journal.txt"), "no counters line at stop"
+
+
+def test_uninstall_removes_the_agent_and_keeps_config_and_state(run: GuestRun) -> None:
+    assert run.file("uninstall.rc").strip() == "0", run.explain()
+    after = run.file("after-uninstall.txt").splitlines()
+    assert {"absent /opt/carfriend", "absent /etc/systemd/system/carfriend.service", "absent user",
+            "present /etc/carfriend", "present /var/lib/carfriend"} <= set(after), after
