@@ -56,6 +56,13 @@ def timeline_messages(session: Session, vehicle_id: str, acc: Access, after_seq:
     return sorted(rows, key=lambda m: m.seq)
 
 
+def public_messages(session: Session, vehicle_id: str, limit: int = 50) -> list[Message]:
+    rows = list(session.scalars(select(Message).where(
+        Message.vehicle_id == vehicle_id, Message.visibility == "public")
+        .order_by(Message.seq.desc()).limit(limit)))
+    return rows[::-1]
+
+
 def recent_commands(session: Session, vehicle_id: str, since: datetime) -> list[Command]:
     return list(session.scalars(select(Command).where(
         Command.vehicle_id == vehicle_id, Command.issued_at >= since).order_by(Command.issued_at)))

@@ -186,8 +186,7 @@ def public_feed(request: Request) -> Response:
         vehicle = s.get(Vehicle, vid[:64])
         if vehicle is None or not vehicle.public_feed:
             raise HTTPException(404, "No such feed.")
-        msgs = queries.timeline_messages(s, vid, Access(frozenset({"public"})), 0, 50)
-        msgs = [m for m in msgs if m.visibility == "public"]
+        msgs = queries.public_messages(s, vid)
     return render(request, "public.html", {"user": current_user(request), "vehicle": vehicle,
                                            "messages": msgs})
 
