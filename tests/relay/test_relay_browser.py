@@ -1,0 +1,67 @@
+"""In a real browser (Debian's headless Chromium, driven by Playwright): the owner logs in, sees a
+charge.started arrive live, presses "Later", and sees the command result and the car's answer.
+
+Needs `apt-get install chromium` and `pip install playwright` (never `playwright install`: the
+system browser is used)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+
+import pytest
+from conftest import PASSWORD, CarPublisher, base_url
+from responder import StandInCar
+
+from relay.server import Relay
+from relay.signing import load_key
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def page() -> Iterator[sync_api.Page]:
+    if not shutil.which("chromium"):
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 390, "height": 844})  # a phone
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        yield page
+        browser.close()
+
+
+def test_owner_answers_later_in_the_browser_and_sees_the_result(
+        relay: Relay, car: CarPublisher, page: sync_api.Page) -> None:
+    standin = StandInCar(relay.config.mqtt.host, relay.config.mqtt.port, "car-a",
+                         load_key(relay.config.keys.dir, "car-a"))
+    try:
+        page.goto(f"{base_url(relay)}/v/car-a")
+        page.fill("input[name=username]", "alice")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url("**/v/car-a")
+        page.wait_for_function("document.querySelector('#timeline .empty') !== null")
+        # The page is open and listening; the car now says something.
+        car.message("car-a", "charge.started", severity="info", question=["ok", "later"],
+                    text="I'm charging. The charge will be completed by 2:15 a.m. Is that OK?",
+                    data={"eta": "2026-11-22T02:15:00.000Z"})
+        bubble = page.locator("article[data-kind='charge.started']")
+        bubble.wait_for()
+        assert "Is that OK?" in bubble.inner_text()
+        bubble.get_by_role("button", name="Later").click()
+        mine = page.locator("article.bubble.me")
+        mine.wait_for()
+        page.wait_for_selector("article.bubble.me[data-status='completed']")
+        assert "Later" in mine.inner_text() and "Done" in mine.inner_text()
+        page.get_by_text("OK, I'll start charging at 11:00 p.m.").wait_for()
+        assert bubble.locator(".answers").count() == 0  # answered: no buttons any more
+        assert standin.received[0][0] == "reply" and standin.received[0][2] is True
+    finally:
+        standin.close()
