@@ -31,6 +31,9 @@ class _Server(uvicorn.Server):
         self.relay.ctx.stopping.set()
         self.relay.ctx.hub.notify([ALL])
         super().handle_exit(sig, frame)
+        # uvicorn re-raises the signal once it has stopped, which would kill the process before
+        # the ingest is drained; Relay.run stops everything and returns instead.
+        self._captured_signals.clear()
 
 
 class Relay:
