@@ -7,7 +7,15 @@ import json
 from conftest import CarPublisher, persona_message, wait_until
 from sqlalchemy import func, select
 
-from relay.models import Appointment, Command, CommandResult, FleetReport, Message, StateRecord, Vehicle
+from relay.models import (
+    Appointment,
+    Command,
+    CommandResult,
+    FleetReport,
+    Message,
+    StateRecord,
+    Vehicle,
+)
 from relay.server import Relay
 
 
