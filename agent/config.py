@@ -30,6 +30,8 @@ class VehicleConfig(_Model):
     timezone: str = "UTC"
     tone: Literal["friendly", "concise"] = "friendly"
     battery_capacity_kwh: Annotated[float, Field(gt=0, le=500)] = 60.0
+    # Cheaper power, local time "HH:MM-HH:MM" (e.g. "23:00-07:00"); enables "later" answers.
+    offpeak_window: Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")] | None = None
 
     @field_validator("timezone")
     @classmethod
@@ -190,6 +192,31 @@ class MessagesConfig(_Model):
     catalog_dir: Path | None = None
 
 
+class CommandFrame(_Model):
+    """How one command becomes a CAN frame of the vehicle's DBC, and how the car confirms it."""
+
+    message: str
+    # Signal -> value: a number, a choice name, or "{arg}" for a command argument.
+    signals: dict[str, str | int | float] = Field(default_factory=dict)
+    # VSS path -> the value that confirms the command (or "{arg}").
+    confirm: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
+class CommandsConfig(_Model):
+    # Commands this vehicle accepts; unset: every command it has frames for, plus reply,
+    # status.request and ping.
+    allowlist: list[str] | None = None
+    # The HMAC key: systemd credential "command-key", else this file, else $CARFRIEND_COMMAND_KEY.
+    # Never the key itself in this file.
+    key_file: Path | None = None
+    window_s: Annotated[float, Field(gt=0)] = 120.0
+    skew_s: Annotated[float, Field(ge=0)] = 30.0
+    rate_per_minute: Annotated[int, Field(ge=1)] = 10
+    confirm_timeout_s: Annotated[float, Field(gt=0)] = 15.0
+    max_payload_bytes: Annotated[int, Field(ge=256, le=65536)] = 4096
+    frames: dict[str, CommandFrame] = Field(default_factory=dict)
+
+
 class StorageConfig(_Model):
     state_dir: Path | None = None
     # The outbox's cap while offline: beyond it the oldest info, then warning, messages go
@@ -205,6 +232,7 @@ class AgentConfig(_Model):
     mqtt: MqttConfig = MqttConfig()
     messages: MessagesConfig = MessagesConfig()
     storage: StorageConfig = StorageConfig()
+    commands: CommandsConfig = CommandsConfig()
     # Where this config was read from; every relative path above was resolved against it.
     source: Path | None = Field(default=None, exclude=True)
 
@@ -315,5 +343,6 @@ def _resolve_paths(config: AgentConfig, path: Path) -> AgentConfig:
     mqtt = config.mqtt.model_copy(update={"tls": tls, "password_file": rel(config.mqtt.password_file)})
     messages = config.messages.model_copy(update={"catalog_dir": rel(config.messages.catalog_dir)})
     storage = config.storage.model_copy(update={"state_dir": rel(config.storage.state_dir)})
-    return config.model_copy(update={
-        "can": can, "mqtt": mqtt, "messages": messages, "storage": storage, "source": path.absolute()})
+    commands = config.commands.model_copy(update={"key_file": rel(config.commands.key_file)})
+    return config.model_copy(update={"can": can, "mqtt": mqtt, "messages": messages, "storage": storage,
+                                     "commands": commands, "source": path.absolute()})

@@ -8,6 +8,7 @@ import logging
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -15,12 +16,14 @@ from typing import Any
 
 import can
 
+from agent.command_runner import CommandMemory, CommandRunner, read_command_key
 from agent.config import AgentConfig, load_config
 from agent.courier import Courier
 from agent.errors import CarfriendError, ConfigError, SourceError
-from agent.model import PersonaMessage
+from agent.model import PersonaMessage, iso_utc
 from agent.outbox import SqliteOutbox
 from agent.pipeline import Pipeline
+from agent.rules import Event
 from agent.sdnotify import SystemdNotifier
 from agent.sources import open_bus
 from agent.statepub import StateReporter
@@ -60,6 +63,9 @@ class Agent:
         self.stop_requested = threading.Event()
         self.reload_requested = threading.Event()
         self.on_message: list[Callable[[PersonaMessage], None]] = []
+        self.commands: CommandRunner | None = None
+        self.memory: CommandMemory | None = None
+        self.inbox: deque[tuple[str, bytes]] = deque(maxlen=1000)  # paho's thread -> worker
         self.reporter = StateReporter(config.vehicle.id, min_interval_s=config.mqtt.state_min_interval_s,
                                       full_interval_s=config.mqtt.state_interval_s,
                                       deadbands=config.mqtt.state_deadbands)
@@ -69,9 +75,18 @@ class Agent:
     def start(self) -> None:
         """Open the outbox, the bus and the uplink; READY then (not waiting for the network)."""
         self.outbox = open_outbox(self.config)
+        key = read_command_key(self.config)
+        self.memory = CommandMemory(self.config.resolved_state_dir() / "commands.db")
+        self.commands = CommandRunner(self.config, self.vehicle, self.memory, key, send=self._send_frame,
+                                      result=self._command_result, publish_state=self._publish_full_state,
+                                      say=self._say)
         self.bus = self.bus_factory(self.config, self.vehicle.can_filters())
         if self.config.mqtt.host:
-            self.uplink = PahoUplink(self.config)
+            on_command = self._queue_command if key is not None else None
+            if key is None:
+                log.warning("no command key (credential command-key, [commands] key_file or "
+                            "CARFRIEND_COMMAND_KEY): remote commands are off")
+            self.uplink = PahoUplink(self.config, on_command=on_command)
             self.courier = Courier(self.outbox, self.uplink, vehicle_id=self.config.vehicle.id,
                                    fleet_topic=self.config.topic("fleet"))
             self.uplink.start()
@@ -89,6 +104,8 @@ class Agent:
         try:
             while not self.stop_requested.is_set():
                 self._read_once()
+                if self.inbox or (self.commands is not None and self.commands.pending):
+                    self._run_commands()
                 if self.courier is not None and self.courier.busy:
                     self.courier.pump()
                 now_mono = time.monotonic()
@@ -172,9 +189,42 @@ class Agent:
         ts, mono = self._last_frame
         return ts + (time.monotonic() - mono)
 
+    # -- commands --------------------------------------------------------------------------
+    def _queue_command(self, topic: str, payload: bytes) -> None:
+        self.inbox.append((topic, payload))  # paho's thread: nothing else here
+
+    def _run_commands(self) -> None:
+        assert self.commands is not None
+        state, now = self.pipeline.state, self._event_now()
+        while self.inbox:
+            topic, payload = self.inbox.popleft()
+            self.commands.handle(topic, payload, state, now)
+        self.commands.poll(state, now)
+
+    def _send_frame(self, frame: can.Message) -> None:
+        if self.bus is None:
+            raise can.CanOperationError("the CAN bus is not open")
+        self.bus.send(frame, timeout=0.5)
+
+    def _command_result(self, name: str, command_id: str, status: str, reason: str) -> None:
+        assert self.outbox is not None
+        doc = {"id": command_id, "status": status, "reason": reason, "ts": iso_utc(time.time())}
+        self.outbox.put(f"{command_id}/{status}", self.config.topic(f"cmd/{name}/result"),
+                        json.dumps(doc).encode(), "info", time.time())
+        if self.courier is not None:
+            self.courier.pump()
+
+    def _publish_full_state(self) -> None:
+        self._maybe_publish_state(force=True)
+
+    def _say(self, kind: str, data: dict[str, Any]) -> None:
+        self._deliver(self.pipeline.persona.render(Event(kind, self._event_now(), "info", data)))
+
     def _deliver(self, msg: PersonaMessage) -> None:
         assert self.outbox is not None
         enqueue(self.outbox, self.config, msg)  # committed: from here on it is never lost
+        if msg.question and self.memory is not None:
+            self.memory.ask(msg.id, msg.kind, msg.question, msg.data, time.time())
         log.info("message %s %s: %s", msg.kind, msg.id, msg.text)
         if self.courier is not None:
             self.courier.pump()
@@ -221,6 +271,8 @@ class Agent:
         self._close_bus()
         if self.outbox is not None:
             self.outbox.close()
+        if self.memory is not None:
+            self.memory.close()
 
     def _counters_line(self) -> str:
         c = self.pipeline.counters()

@@ -62,7 +62,7 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def require_c_bitstruct() -> bool:
+def has_c_bitstruct() -> bool:
     """True when cantools decodes with bitstruct's C extension (2.5-3x faster than pure Python)."""
     try:
         import bitstruct.c  # noqa: F401

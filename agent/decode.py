@@ -1,8 +1,9 @@
 """The hot path: CAN frame -> checked VSS values written into the vehicle state (no IO).
 
 Per frame this does a dict lookup, a masked compare with the previous payload of that id
-(counter and checksum bits masked out) and, only when something changed, one cantools decode
-of the raw values plus scaling and checks for the mapped signals alone.
+(counter and checksum bits masked out) and, only when something changed, extracts the mapped
+signals alone with precompiled shifts and masks (cantools decodes the whole message only for
+float or nested-multiplexed messages), then scales and checks them.
 """
 
 from __future__ import annotations
@@ -36,6 +37,24 @@ class DropCounts:
         return sum(self.as_dict().values())
 
 
+@dataclass(frozen=True, slots=True)
+class BitField:
+    """Where a signal's raw value sits in the payload read as one integer.
+
+    Intel signals are read from the little-endian integer of the payload, Motorola ones from
+    the big-endian integer of the message's length: either way one shift and one mask.
+    """
+
+    big: bool
+    shift: int
+    bits: int  # mask of `length` ones
+    sign: int  # the sign bit's value for signed signals, else 0
+
+    def raw(self, le: int, be: int) -> int:
+        v = ((be if self.big else le) >> self.shift) & self.bits
+        return v - (self.sign << 1) if v & self.sign else v
+
+
 @dataclass(slots=True)
 class SignalPlan:
     """How one mapped DBC signal becomes one VSS value."""
@@ -59,6 +78,11 @@ class SignalPlan:
     active_raw: frozenset[int] | None = None
     dtc_bits: int = 16
     ndigits: int = 6  # decimals the scaling can carry; 0.1 V steps round to 1 decimal
+    # Precompiled extraction (None: the message is decoded by cantools)
+    bitfield: BitField | None = None
+    mux: BitField | None = None  # the multiplexer, when the signal is on some pages only
+    mux_ids: frozenset[int] | None = None
+    status_field: BitField | None = None
 
 
 @dataclass(slots=True)
@@ -68,6 +92,8 @@ class MessagePlan:
     length: int
     mask: int
     signals: list[SignalPlan]
+    compiled: bool = False  # every mapped signal has a BitField: no cantools call per decode
+    big_endian: bool = False  # some field reads the big-endian integer
     last_key: int = -1
     last_paths: tuple[str, ...] = NO_CHANGE
 
@@ -93,37 +119,57 @@ class Decoder:
         if len(data) < plan.length:
             self.drops.short_payload += 1
             return NO_CHANGE
-        key = int.from_bytes(data, "little") & plan.mask
+        le = int.from_bytes(data, "little")
+        key = le & plan.mask
         if key == plan.last_key:
             self.unchanged += 1
             self.state.touch(plan.last_paths, ts)
             return NO_CHANGE
-        try:
-            raw = plan.message.decode(data, decode_choices=False, scaling=False)
-        except Exception:  # noqa: BLE001 - any cantools failure is one bad frame, counted
-            self.drops.decode_error += 1
-            return NO_CHANGE
+        if plan.compiled:
+            values = self._extract(plan, le, data)
+        else:
+            try:
+                raw = plan.message.decode(data, decode_choices=False, scaling=False)
+            except Exception:  # noqa: BLE001 - any cantools failure is one bad frame, counted
+                self.drops.decode_error += 1
+                return NO_CHANGE
+            values = [(sp, raw.get(sp.name), raw.get(sp.status_name) if sp.status_name else None)
+                      for sp in plan.signals]
         self.decoded += 1
         plan.last_key = key
         accepted: list[str] = []
         changed: list[str] = []
-        for sp in plan.signals:
-            value = raw.get(sp.name)
+        state = self.state
+        for sp, value, status in values:
             if value is None:
                 continue  # another multiplexer page
-            checked = self._check(sp, value, raw)
+            checked = self._check(sp, value, status)
             if checked is _DROP:
                 continue
             accepted.append(sp.path)
             if sp.kind == "dtc":
-                if self.state.set_dtc(checked[0], checked[1], ts):
+                if state.set_dtc(checked[0], checked[1], ts):
                     changed.append(sp.path)
-            elif self.state.set(sp.path, checked, ts):
+            elif state.set(sp.path, checked, ts):
                 changed.append(sp.path)
         plan.last_paths = tuple(accepted)
         return tuple(changed) if changed else NO_CHANGE
 
-    def _check(self, sp: SignalPlan, raw_value: Any, raw: dict[str, Any]) -> Any:
+    @staticmethod
+    def _extract(plan: MessagePlan, le: int, data: bytes) -> list[tuple[SignalPlan, int | None, int | None]]:
+        be = int.from_bytes(data[:plan.length], "big") if plan.big_endian else 0
+        out: list[tuple[SignalPlan, int | None, int | None]] = []
+        for sp in plan.signals:
+            if sp.mux is not None and sp.mux.raw(le, be) not in sp.mux_ids:  # type: ignore[operator]
+                continue
+            f = sp.bitfield
+            v = ((be if f.big else le) >> f.shift) & f.bits  # type: ignore[union-attr]
+            if v & f.sign:  # type: ignore[union-attr]
+                v -= f.sign << 1  # type: ignore[union-attr]
+            out.append((sp, v, sp.status_field.raw(le, be) if sp.status_field is not None else None))
+        return out
+
+    def _check(self, sp: SignalPlan, raw_value: Any, status: Any) -> Any:
         if sp.na_raw is not None and raw_value == sp.na_raw:
             self.drops.not_available += 1
             return _DROP
@@ -132,7 +178,6 @@ class Decoder:
         if sp.kind == "enum":
             return sp.choices.get(raw_value, raw_value) if sp.choices else raw_value
         if sp.kind == "dtc":
-            status = raw.get(sp.status_name) if sp.status_name else None
             active = True if sp.active_raw is None else status in sp.active_raw
             return (format_dtc(int(raw_value), sp.dtc_bits), active)
         physical = raw_value * sp.scale + sp.offset

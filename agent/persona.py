@@ -6,12 +6,13 @@ import math
 import re
 import tomllib
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from agent.config import AgentConfig
 from agent.errors import ConfigError
-from agent.i18n import format_number, format_when, local
+from agent.i18n import format_clock, format_number, format_when, local
 from agent.model import PersonaMessage, iso_utc, message_id
 from agent.rules import Event
 
@@ -21,6 +22,7 @@ FALLBACK_LOCALE = "en"
 KINDS = (
     "battery.low", "battery.critical", "battery.hot", "charge.started", "charge.started.no_eta",
     "charge.completed", "charge.interrupted", "aux_battery.low", "service.due", "dtc.new",
+    "charge.scheduled",
 )
 QUESTIONS: dict[str, list[str]] = {"charge.started": ["ok", "later"], "service.due": ["yes", "no"]}
 TIME_FIELDS = ("eta", "since", "started_at")
@@ -134,6 +136,9 @@ class Persona:
             f["voltage"] = format_number(d["voltage_v"], locale, 1)
         if "temperature_c" in d:
             f["temperature"] = format_number(d["temperature_c"], locale, 0)
+        if isinstance(d.get("start"), str) and ":" in d["start"]:
+            hh, mm = d["start"].split(":")
+            f["start"] = format_clock(datetime(2000, 1, 1, int(hh), int(mm)), locale)
         if "code" in d:
             f["code"] = str(d["code"])
         if isinstance(d.get("eta"), float | int):

@@ -85,7 +85,8 @@ class ChargeRule:
         self.cfg = config.rules.charging
         self.capacity_kwh = config.vehicle.battery_capacity_kwh
         self.mapped = mapped
-        self.inputs = frozenset({vss.IS_CHARGING, vss.SOC, vss.CHARGE_POWER, vss.PACK_POWER, vss.TIME_TO_COMPLETE})
+        self.inputs = frozenset({vss.IS_CHARGING, vss.SOC, vss.CHARGE_POWER, vss.PACK_POWER, vss.TIME_TO_COMPLETE,
+                                 vss.TIMER_MODE})
         self.phase = self.IDLE
         self.since = 0.0
         self.start_soc: float | None = None
@@ -167,6 +168,8 @@ class ChargeRule:
             data["added_kwh"] = round(max(0.0, soc - self.start_soc) * self.capacity_kwh / 100.0, 1)
         if soc is not None and soc >= limit - self.cfg.complete_margin_pct:
             return [Event("charge.completed", self.since, "info", data)]
+        if str(state.fresh(vss.TIMER_MODE, now) or "OFF").upper() not in ("OFF", "INACTIVE", "0"):
+            return []  # waiting for a scheduled start (e.g. the owner said "later"): not a fault
         if state.fresh(vss.CABLE_CONNECTED, now) is True:
             return [Event("charge.interrupted", self.since, "warning", data)]
         return []  # unplugged early: the owner's own doing, nothing to report

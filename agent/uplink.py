@@ -60,10 +60,13 @@ class PahoUplink:
         self.status_topic = config.topic("status")
         v5 = self.mqtt.protocol == "5"
         client_id = (self.mqtt.client_id or f"carfriend-{config.vehicle.id}") + client_suffix
+        # The car's own session persists (queued commands wait for it); a tool's (replay,
+        # flush, command) is clean, so it leaves nothing behind on the broker.
+        self.persistent = presence
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-            clean_session=None if v5 else False,
+            clean_session=None if v5 else not self.persistent,
         )
         self._jitter_backoff()
         self.client.max_inflight_messages_set(20)
@@ -106,13 +109,14 @@ class PahoUplink:
 
     def start(self) -> None:
         props = None
-        if self.mqtt.protocol == "5":
+        v5 = self.mqtt.protocol == "5"
+        if v5 and self.persistent:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = SESSION_EXPIRY_S
+        clean_start: Any = (not self.persistent) if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY
         try:
             self.client.connect_async(self.mqtt.host, self.mqtt.port, keepalive=self.mqtt.keepalive_s,
-                                      clean_start=False if self.mqtt.protocol == "5" else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
-                                      properties=props)
+                                      clean_start=clean_start, properties=props)
         except (OSError, ValueError) as exc:
             raise UplinkError(f"[mqtt] {self.mqtt.host}:{self.mqtt.port}: {exc}") from None
         self.client.loop_start()
@@ -121,7 +125,8 @@ class PahoUplink:
         if reason.is_failure:
             log.warning("MQTT broker %s:%s refused the connection: %s", self.mqtt.host, self.mqtt.port, reason)
             return
-        log.info("MQTT connected to %s:%s", self.mqtt.host, self.mqtt.port)
+        log.log(logging.INFO if self.presence else logging.DEBUG, "MQTT connected to %s:%s",
+                self.mqtt.host, self.mqtt.port)
         if self.presence:
             client.publish(self.status_topic, "online", qos=1, retain=True)
         if self.on_command is not None:

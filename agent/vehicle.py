@@ -14,7 +14,7 @@ from cantools.database.can import Database, Message, Signal
 from agent import vss
 from agent.config import AgentConfig, SignalMap, load_config
 from agent.dbc import load_dbc
-from agent.decode import Decoder, MessagePlan, SignalPlan
+from agent.decode import BitField, Decoder, MessagePlan, SignalPlan
 from agent.errors import ConfigError, DbcError
 from agent.state import DEFAULT_STALE_AFTER_S, VehicleState
 
@@ -62,7 +62,8 @@ class Vehicle:
 
 
 def _copy_plan(plan: MessagePlan) -> MessagePlan:
-    return MessagePlan(plan.frame_id, plan.message, plan.length, plan.mask, plan.signals)
+    return MessagePlan(plan.frame_id, plan.message, plan.length, plan.mask, plan.signals,
+                       plan.compiled, plan.big_endian)
 
 
 def load_vehicle(config: AgentConfig) -> Vehicle:
@@ -124,6 +125,9 @@ class _PlanBuilder:
             sp.true_raw = self._true_raw(path, mapping, signal)
         elif kind == "dtc":
             self._dtc_status(path, mapping, message, sp)
+        if plan.compiled:
+            _compile(sp, message, signal)
+            plan.big_endian |= any(f is not None and f.big for f in (sp.bitfield, sp.mux, sp.status_field))
         plan.signals.append(sp)
         self.stale_after[path] = self._stale_after(mapping, message)
 
@@ -147,7 +151,8 @@ class _PlanBuilder:
             for s in message.signals:
                 if VOLATILE_SIGNAL_RE.search(s.name):
                     mask &= ~_signal_bits(s)
-            plan = MessagePlan(message.frame_id, message, message.length, mask, [])
+            plan = MessagePlan(message.frame_id, message, message.length, mask, [],
+                               compiled=compilable(message))
             self.plans[message.frame_id] = plan
         return plan
 
@@ -201,6 +206,37 @@ class _PlanBuilder:
         if message.cycle_time:
             return max(3 * message.cycle_time / 1000.0, 2.0)
         return DEFAULT_STALE_AFTER_S
+
+
+def compilable(message: Message) -> bool:
+    """True when shifts and masks decode it like cantools: integers, at most one mux level."""
+    by_name = {s.name: s for s in message.signals}
+    for s in message.signals:
+        if s.is_float or s.length > 64 or s.start + (s.length if s.byte_order == "little_endian" else 0) > 512:
+            return False
+        mux = by_name.get(s.multiplexer_signal) if s.multiplexer_ids else None
+        if s.multiplexer_ids and (mux is None or mux.multiplexer_ids):
+            return False  # nested multiplexing: leave it to cantools
+    return True
+
+
+def bit_field(signal: Signal, length: int) -> BitField:
+    """The shift and mask that read this signal's raw value (see BitField)."""
+    bits = (1 << signal.length) - 1
+    sign = 1 << (signal.length - 1) if signal.is_signed else 0
+    if signal.byte_order == "little_endian":
+        return BitField(False, signal.start, bits, sign)
+    msb = (length - 1 - signal.start // 8) * 8 + signal.start % 8  # in the big-endian integer
+    return BitField(True, msb - signal.length + 1, bits, sign)
+
+
+def _compile(sp: SignalPlan, message: Message, signal: Signal) -> None:
+    sp.bitfield = bit_field(signal, message.length)
+    if signal.multiplexer_ids:
+        sp.mux = bit_field(message.get_signal_by_name(signal.multiplexer_signal), message.length)
+        sp.mux_ids = frozenset(signal.multiplexer_ids)
+    if sp.status_name is not None:
+        sp.status_field = bit_field(message.get_signal_by_name(sp.status_name), message.length)
 
 
 def _limit(signal: Signal, attr: str) -> float | None:

@@ -27,7 +27,7 @@ def run(rules: list[Any], samples: list[tuple[float, dict[str, Any]]]) -> list[E
     """Feed (time, {path: value}) samples through an engine; return the events."""
     state = VehicleState(stale_after={p: 30.0 for p in (
         vss.SOC, vss.IS_CHARGING, vss.AUX_VOLTAGE, vss.CABLE_CONNECTED, vss.CHARGE_LIMIT, vss.PACK_POWER,
-        vss.TIME_TO_SERVICE, vss.DISTANCE_TO_SERVICE, vss.PACK_TEMP)})
+        vss.TIME_TO_SERVICE, vss.DISTANCE_TO_SERVICE, vss.PACK_TEMP, vss.TIMER_MODE)})
     engine = RuleEngine(rules)
     events: list[Event] = []
     for ts, values in samples:
@@ -111,6 +111,14 @@ def test_charge_completed_when_stopped_at_the_limit() -> None:
 def test_charge_interrupted_when_stopped_early_while_plugged_in() -> None:
     events = run([ChargeRule(CONFIG, frozenset())], charge_samples(70.0, plugged_after=True))
     assert [e.kind for e in events] == ["charge.started", "charge.interrupted"]
+
+
+def test_stopping_for_a_scheduled_start_is_not_reported_as_interrupted() -> None:
+    samples = charge_samples(70.0, plugged_after=True)
+    for ts, values in samples:
+        values[vss.TIMER_MODE] = "ONCE" if ts >= 290 else "OFF"
+    events = run([ChargeRule(CONFIG, frozenset())], samples)
+    assert [e.kind for e in events] == ["charge.started"]
 
 
 def test_unplugging_early_is_not_reported_as_interrupted() -> None:
