@@ -10,6 +10,7 @@ from typing import Any
 
 import can
 import pytest
+from frames import EV_CONFIG
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,7 +22,6 @@ from agent.config import load_config
 from agent.errors import CommandError
 from agent.state import VehicleState
 from agent.vehicle import load_vehicle
-from frames import EV_CONFIG
 
 KEY = b"k" * 32
 VID = "carfriend-ev-0001"
