@@ -62,10 +62,6 @@ def _vehicle_target(a: argparse.ArgumentParser, required: bool) -> None:
 
 
 def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    import logging
-
-    if not args.debug:  # alembic logs a line per plugin at import
-        logging.getLogger("alembic").setLevel(logging.WARNING)
     from relay.config import load_config
     return load_config(args.config)
 

@@ -6,11 +6,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session, sessionmaker
+# Alembic logs a line per plugin when it is imported: keep start-up output to what matters.
+logging.getLogger("alembic").setLevel(logging.WARNING)
+
+from alembic import command  # noqa: E402
+from alembic.config import Config as AlembicConfig  # noqa: E402
+from sqlalchemy import create_engine, event  # noqa: E402
+from sqlalchemy.engine import Engine  # noqa: E402
+from sqlalchemy.orm import Session, sessionmaker  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +52,6 @@ def alembic_config(url: str) -> AlembicConfig:
 
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision (idempotent; run at every start)."""
-    if not log.isEnabledFor(logging.DEBUG):
-        logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per plugin otherwise
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn

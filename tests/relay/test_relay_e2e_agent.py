@@ -1,0 +1,83 @@
+"""End to end with the real agent: `carfriend run --simulate` (agent + simulator, one process)
+publishes to Mosquitto, the relay shows its charge.started, the owner answers "later" on the web,
+and the agent's signed-command handler schedules the charge and confirms."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import SseReader, csrf_of, login, wait_until
+from sqlalchemy import select
+
+from relay.admin import add_vehicles, grant
+from relay.models import Command, Message
+from relay.server import Relay
+
+ROOT = Path(__file__).resolve().parents[2]
+AGENT_CONFIG = ROOT / "config" / "vehicles" / "carfriend-ev.toml"
+VEHICLE = "carfriend-ev-0001"
+pytestmark = pytest.mark.slow
+
+
+def test_owner_answers_later_and_the_real_agent_schedules_the_charge(relay: Relay,
+                                                                     tmp_path: Path) -> None:
+    if not (ROOT / "agent" / "simulate.py").exists() or not AGENT_CONFIG.exists():
+        pytest.skip("the agent's simulator is not in this checkout")
+    with relay.ctx.sessions() as s:
+        add_vehicles(s, relay.config, [VEHICLE], name="Kit", generate_key=True)
+        grant(s, "alice", "owner", VEHICLE)
+    key = (relay.config.keys.dir / f"{VEHICLE}.key").read_text().strip()
+    env = {**os.environ, "PYTHONPATH": str(ROOT),
+           "CARFRIEND_MQTT__HOST": relay.config.mqtt.host,
+           "CARFRIEND_MQTT__PORT": str(relay.config.mqtt.port),
+           "CARFRIEND_STORAGE__STATE_DIR": str(tmp_path / "agent-state"),
+           "CARFRIEND_COMMAND_KEY": key}
+    log = (tmp_path / "agent.log").open("wb")
+    agent = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "--config", str(AGENT_CONFIG),
+                              "--simulate", "plugged-in-at-home", "--speed", "30"],
+                             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    try:
+        alice = login(relay, "alice")
+        live = SseReader(login(relay, "alice"), f"/v/{VEHICLE}/events")
+
+        def question() -> Message | None:
+            with relay.ctx.sessions() as s:
+                return s.scalars(select(Message).where(Message.vehicle_id == VEHICLE,
+                                                       Message.kind == "charge.started")).first()
+
+        asked = wait_until(question, 60, "the agent's charge.started at the relay")
+        assert asked.question and "later" in asked.question and asked.data.get("eta")
+        wait_until(lambda: any("charge.started" in d for d in live.of("item")), 10,
+                   "charge.started on the live stream")
+        token = csrf_of(alice.get(f"/v/{VEHICLE}").text)
+        r = alice.post(f"/v/{VEHICLE}/reply", headers={"accept": "application/json"},
+                       data={"csrf": token, "message_id": asked.msg_id, "answer": "later"})
+        assert r.status_code == 200, r.text
+
+        def status() -> str:
+            with relay.ctx.sessions() as s:
+                cmd = s.scalars(select(Command)).one()
+                return cmd.status if cmd.status in ("completed", "rejected", "failed") else ""
+
+        final = wait_until(status, 60, "the agent's final result")
+        assert final == "completed", (tmp_path / "agent.log").read_text()[-3000:]
+        statuses = [json.loads(d)["status"] for d in live.of("command")]
+        wait_until(lambda: "completed" in [json.loads(d)["status"] for d in live.of("command")],
+                   10, "completed on the live stream")
+        assert "accepted" in statuses or "completed" in statuses
+        wait_until(lambda: any("charge.scheduled" in d for d in live.of("item")), 30,
+                   "the car's confirmation on the live stream")
+        live.close()
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        try:
+            agent.wait(20)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+        log.close()
