@@ -172,11 +172,16 @@ install_network() {
   fi
   if [ "$VCAN" = 1 ] || [ -n "$CAN0_BITRATE" ]; then
     say "enabling systemd-networkd for the CAN interface"
+    systemctl enable --quiet systemd-networkd 2>/dev/null || true
+    # networkd then manages only the CAN link (RequiredForOnline=no). Where NetworkManager or
+    # ifupdown runs the IP network, networkd's wait-online would find no link to wait for and
+    # hold network-online.target for 2 minutes at every boot: leave "online" to them.
+    if systemctl is-enabled --quiet NetworkManager.service 2>/dev/null \
+        || systemctl is-enabled --quiet networking.service 2>/dev/null; then
+      systemctl disable --quiet systemd-networkd-wait-online.service 2>/dev/null || true
+    fi
     if systemd_running; then
-      systemctl enable --quiet systemd-networkd
       systemctl restart systemd-networkd
-    else
-      systemctl enable --quiet systemd-networkd 2>/dev/null || true
     fi
   fi
 }
