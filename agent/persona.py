@@ -22,9 +22,11 @@ FALLBACK_LOCALE = "en"
 KINDS = (
     "battery.low", "battery.critical", "battery.hot", "charge.started", "charge.started.no_eta",
     "charge.completed", "charge.interrupted", "aux_battery.low", "service.due", "dtc.new",
-    "charge.scheduled",
+    "charge.scheduled", "digest", "digest.suppressed", "summary.daily", "summary.daily.charging",
+    "reminder.plug_in", "charge.offpeak_question",
 )
-QUESTIONS: dict[str, list[str]] = {"charge.started": ["ok", "later"], "service.due": ["yes", "no"]}
+QUESTIONS: dict[str, list[str]] = {"charge.started": ["ok", "later"], "service.due": ["yes", "no"],
+                                   "charge.offpeak_question": ["yes", "no"]}
 TIME_FIELDS = ("eta", "since", "started_at")
 _DOUBLE_STOP = re.compile(r"\.\.(?=\s|$)")
 
@@ -127,26 +129,30 @@ class Persona:
         if isinstance(d.get("soc"), int | float):
             # Like the dashboard: 19.9 % reads 19 %, never a rounded-up 20 % in a "below 20" message.
             f["soc"] = format_number(math.floor(d["soc"]), locale, 0)
-        for name, decimals in (("limit", 0), ("voltage_v", 1), ("temperature_c", 0),
-                               ("distance_km", 0), ("added_kwh", 1), ("days", 0)):
-            if isinstance(d.get(name), int | float):
-                f[name.removesuffix("_v").removesuffix("_c").removesuffix("_km")] = \
-                    format_number(d[name], locale, decimals)
-        if "voltage_v" in d:
-            f["voltage"] = format_number(d["voltage_v"], locale, 1)
-        if "temperature_c" in d:
-            f["temperature"] = format_number(d["temperature_c"], locale, 0)
+        for key, name, decimals in NUMBER_FIELDS:
+            if isinstance(d.get(key), int | float) and not isinstance(d.get(key), bool):
+                f[name] = format_number(d[key], locale, decimals)
+        for key in ("code", "items"):
+            if isinstance(d.get(key), str):
+                f[key] = d[key]
         if isinstance(d.get("start"), str) and ":" in d["start"]:
             hh, mm = d["start"].split(":")
             f["start"] = format_clock(datetime(2000, 1, 1, int(hh), int(mm)), locale)
-        if "code" in d:
-            f["code"] = str(d["code"])
         if isinstance(d.get("eta"), float | int):
             zone = self.vehicle.timezone
             clock, day = format_when(local(d["eta"], zone), local(event.ts, zone), locale)
             f["eta"] = clock
             f["eta_day"] = (f" {day}" if day else "") if locale != "ja" else day
         return f
+
+
+# (data key, placeholder, decimals)
+NUMBER_FIELDS = (
+    ("limit", "limit", 0), ("voltage_v", "voltage", 1), ("temperature_c", "temperature", 0),
+    ("distance_km", "distance", 0), ("added_kwh", "added_kwh", 1), ("days", "days", 0),
+    ("energy_used_kwh", "energy_used", 1), ("charged_kwh", "charged", 1), ("count", "count", 0),
+    ("suppressed", "suppressed", 0),
+)
 
 
 def _wire_data(data: dict[str, Any]) -> dict[str, Any]:
