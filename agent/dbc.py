@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -69,3 +70,24 @@ def has_c_bitstruct() -> bool:
     except ImportError:
         return False
     return True
+
+
+ALLOW_SLOW_ENV = "CARFRIEND_ALLOW_SLOW_DECODE"
+
+
+def check_c_bitstruct() -> None:
+    """Refuse to start without the C extension, unless CARFRIEND_ALLOW_SLOW_DECODE=1 says so.
+
+    The agent extracts most mapped signals itself, but float and nested-multiplexed messages,
+    the simulator and `replay` of foreign DBCs go through cantools, which silently falls back
+    to pure Python: a Pi that kept up on the bench would then drop frames in the car.
+    """
+    if has_c_bitstruct():
+        return
+    if os.environ.get(ALLOW_SLOW_ENV) == "1":
+        log.warning("bitstruct's C extension is missing: cantools decodes 2.5-3x slower (%s=1)", ALLOW_SLOW_ENV)
+        return
+    raise DbcError(
+        "cantools: bitstruct's C extension (bitstruct.c) is missing, so DBC decoding would be 2.5-3x "
+        "slower; install a bitstruct wheel for this platform (pip install --force-reinstall bitstruct, "
+        f"with a C compiler if no wheel exists) or set {ALLOW_SLOW_ENV}=1 to run slowly anyway")

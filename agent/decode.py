@@ -94,11 +94,14 @@ class MessagePlan:
     signals: list[SignalPlan]
     compiled: bool = False  # every mapped signal has a BitField: no cantools call per decode
     big_endian: bool = False  # some field reads the big-endian integer
+    mux: BitField | None = None  # the message's multiplexer (compiled plans only)
+    mux_pages: frozenset[int] = frozenset()  # its values that select a page
     last_key: int = -1
+    last_data: bytes | None = None
     last_paths: tuple[str, ...] = NO_CHANGE
 
 
-@dataclass
+@dataclass(slots=True)
 class Decoder:
     """Decodes the frames of mapped messages into a VehicleState."""
 
@@ -116,27 +119,41 @@ class Decoder:
         if plan is None:
             self.drops.unknown_id += 1
             return NO_CHANGE
-        if len(data) < plan.length:
-            self.drops.short_payload += 1
-            return NO_CHANGE
-        le = int.from_bytes(data, "little")
-        key = le & plan.mask
-        if key == plan.last_key:
-            self.unchanged += 1
-            self.state.touch(plan.last_paths, ts)
-            return NO_CHANGE
+        # An exact repeat is the cheapest test; the masked one also ignores counters/checksums.
+        if data != plan.last_data:
+            if len(data) < plan.length:
+                self.drops.short_payload += 1
+                return NO_CHANGE
+            le = _from_bytes(data, "little")
+            key = le & plan.mask
+            if key != plan.last_key:
+                return self._decode(plan, ts, le, key, data)
+            plan.last_data = data
+        self.unchanged += 1
+        state = self.state
+        stamps = state.stamps  # VehicleState.touch, inlined: this runs for ~80 % of frames
+        for path in plan.last_paths:
+            stamps[path] = ts
+        if ts > state.now:
+            state.now = ts
+        return NO_CHANGE
+
+    def _decode(self, plan: MessagePlan, ts: float, le: int, key: int, data: bytes) -> tuple[str, ...]:
         if plan.compiled:
-            values = self._extract(plan, le, data)
+            values = _extract(plan, le, data)
+            if values is None:
+                self.drops.decode_error += 1  # a multiplexer value no page has, as cantools says
+                return NO_CHANGE
         else:
             try:
-                raw = plan.message.decode(data, decode_choices=False, scaling=False)
+                raw: Any = plan.message.decode(data, decode_choices=False, scaling=False)
             except Exception:  # noqa: BLE001 - any cantools failure is one bad frame, counted
                 self.drops.decode_error += 1
                 return NO_CHANGE
-            values = [(sp, raw.get(sp.name), raw.get(sp.status_name) if sp.status_name else None)
+            values = [(sp, raw.get(sp.name), raw.get(sp.status_name) if sp.status_name else None)  # type: ignore[misc]
                       for sp in plan.signals]
         self.decoded += 1
-        plan.last_key = key
+        plan.last_key, plan.last_data = key, data
         accepted: list[str] = []
         changed: list[str] = []
         state = self.state
@@ -154,20 +171,6 @@ class Decoder:
                 changed.append(sp.path)
         plan.last_paths = tuple(accepted)
         return tuple(changed) if changed else NO_CHANGE
-
-    @staticmethod
-    def _extract(plan: MessagePlan, le: int, data: bytes) -> list[tuple[SignalPlan, int | None, int | None]]:
-        be = int.from_bytes(data[:plan.length], "big") if plan.big_endian else 0
-        out: list[tuple[SignalPlan, int | None, int | None]] = []
-        for sp in plan.signals:
-            if sp.mux is not None and sp.mux.raw(le, be) not in sp.mux_ids:  # type: ignore[operator]
-                continue
-            f = sp.bitfield
-            v = ((be if f.big else le) >> f.shift) & f.bits  # type: ignore[union-attr]
-            if v & f.sign:  # type: ignore[union-attr]
-                v -= f.sign << 1  # type: ignore[union-attr]
-            out.append((sp, v, sp.status_field.raw(le, be) if sp.status_field is not None else None))
-        return out
 
     def _check(self, sp: SignalPlan, raw_value: Any, status: Any) -> Any:
         if sp.na_raw is not None and raw_value == sp.na_raw:
@@ -193,6 +196,24 @@ class Decoder:
 
 
 _DROP: Any = object()
+_from_bytes = int.from_bytes  # a global name, not an attribute lookup per frame
+
+
+def _extract(plan: MessagePlan, le: int, data: bytes) -> list[tuple[SignalPlan, int | None, int | None]] | None:
+    """The mapped signals' raw values (and DTC status) by precompiled shift and mask."""
+    be = _from_bytes(data[:plan.length], "big") if plan.big_endian else 0
+    if plan.mux is not None and plan.mux.raw(le, be) not in plan.mux_pages:
+        return None
+    out: list[tuple[SignalPlan, int | None, int | None]] = []
+    for sp in plan.signals:
+        if sp.mux is not None and sp.mux.raw(le, be) not in sp.mux_ids:  # type: ignore[operator]
+            continue  # another multiplexer page
+        f: BitField = sp.bitfield  # type: ignore[assignment]
+        v = ((be if f.big else le) >> f.shift) & f.bits
+        if v & f.sign:
+            v -= f.sign << 1
+        out.append((sp, v, sp.status_field.raw(le, be) if sp.status_field is not None else None))
+    return out
 
 _DTC_SYSTEMS = "PCBU"
 

@@ -97,9 +97,22 @@ def open_bus(cfg: CanConfig, filters: list[dict[str, Any]] | None) -> can.BusABC
     kwargs: dict[str, Any] = dict(cfg.options)
     if cfg.bitrate is not None:
         kwargs["bitrate"] = cfg.bitrate
+    if cfg.interface == "slcan" and kwargs.pop("reader", None) == "chunked":
+        return _open_chunked_slcan(cfg, filters, kwargs)
     if cfg.interface == "virtual":
         kwargs.setdefault("preserve_timestamps", True)  # a simulator's event time passes through
     try:
         return can.Bus(interface=cfg.interface, channel=cfg.channel, can_filters=filters, **kwargs)
     except (can.CanError, OSError, ValueError, ImportError, NotImplementedError) as exc:
         raise SourceError(f"[can] {cfg.interface} {cfg.channel}: cannot open bus: {exc}") from None
+
+
+def _open_chunked_slcan(cfg: CanConfig, filters: list[dict[str, Any]] | None, kwargs: dict[str, Any]) -> can.BusABC:
+    """`options = { reader = "chunked" }`: agent.slcan reads the adapter in chunks, not bytes."""
+    from agent.slcan import ChunkedSlcanBus
+
+    kwargs.pop("sleep_after_open", None)
+    try:
+        return ChunkedSlcanBus(channel=cfg.channel or "", can_filters=filters, **kwargs)
+    except (can.CanError, OSError, ValueError, TypeError) as exc:
+        raise SourceError(f"[can] slcan {cfg.channel}: cannot open bus: {exc}") from None

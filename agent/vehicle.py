@@ -13,7 +13,7 @@ from cantools.database.can import Database, Message, Signal
 
 from agent import vss
 from agent.config import AgentConfig, SignalMap, load_config
-from agent.dbc import load_dbc
+from agent.dbc import check_c_bitstruct, load_dbc
 from agent.decode import BitField, Decoder, MessagePlan, SignalPlan
 from agent.errors import ConfigError, DbcError
 from agent.state import DEFAULT_STALE_AFTER_S, VehicleState
@@ -63,7 +63,7 @@ class Vehicle:
 
 def _copy_plan(plan: MessagePlan) -> MessagePlan:
     return MessagePlan(plan.frame_id, plan.message, plan.length, plan.mask, plan.signals,
-                       plan.compiled, plan.big_endian)
+                       plan.compiled, plan.big_endian, plan.mux, plan.mux_pages)
 
 
 def load_vehicle(config: AgentConfig) -> Vehicle:
@@ -71,6 +71,10 @@ def load_vehicle(config: AgentConfig) -> Vehicle:
     where = str(config.source or "config")
     problems: list[str] = []
     databases: list[Database] = []
+    try:
+        check_c_bitstruct()
+    except DbcError as exc:
+        problems.append(str(exc))
     if not config.can.dbc:
         problems.append(f"{where}: [can] dbc: no DBC file given (set [can] dbc or pass --dbc FILE)")
     for path in config.can.dbc:
@@ -153,6 +157,11 @@ class _PlanBuilder:
                     mask &= ~_signal_bits(s)
             plan = MessagePlan(message.frame_id, message, message.length, mask, [],
                                compiled=compilable(message))
+            mux = next((s for s in message.signals if s.is_multiplexer), None)
+            if plan.compiled and mux is not None:
+                plan.mux = bit_field(mux, message.length)
+                plan.big_endian = plan.mux.big
+                plan.mux_pages = frozenset(i for s in message.signals for i in s.multiplexer_ids or ())
             self.plans[message.frame_id] = plan
         return plan
 
@@ -212,12 +221,30 @@ def compilable(message: Message) -> bool:
     """True when shifts and masks decode it like cantools: integers, at most one mux level."""
     by_name = {s.name: s for s in message.signals}
     for s in message.signals:
-        if s.is_float or s.length > 64 or s.start + (s.length if s.byte_order == "little_endian" else 0) > 512:
-            return False
-        mux = by_name.get(s.multiplexer_signal) if s.multiplexer_ids else None
+        f = bit_field(s, message.length)
+        if s.is_float or f.shift < 0 or f.shift + s.length > 8 * message.length:
+            return False  # floats, and signals reaching past the payload
+        mux = by_name.get(str(s.multiplexer_signal)) if s.multiplexer_ids else None
         if s.multiplexer_ids and (mux is None or mux.multiplexer_ids):
             return False  # nested multiplexing: leave it to cantools
-    return True
+    return len([s for s in message.signals if s.is_multiplexer]) <= 1 and not _overlapping(message)
+
+
+def _overlapping(message: Message) -> bool:
+    """Signals sharing bits on the same page: cantools fails on them, so must we (lenient DBCs)."""
+    always = 0
+    pages: dict[int, int] = {}
+    for s in message.signals:
+        bits = _signal_bits(s)
+        for page in s.multiplexer_ids or ():
+            if pages.get(page, 0) & bits:
+                return True
+            pages[page] = pages.get(page, 0) | bits
+        if not s.multiplexer_ids:
+            if always & bits:
+                return True
+            always |= bits
+    return any(bits & always for bits in pages.values())
 
 
 def bit_field(signal: Signal, length: int) -> BitField:
@@ -233,7 +260,7 @@ def bit_field(signal: Signal, length: int) -> BitField:
 def _compile(sp: SignalPlan, message: Message, signal: Signal) -> None:
     sp.bitfield = bit_field(signal, message.length)
     if signal.multiplexer_ids:
-        sp.mux = bit_field(message.get_signal_by_name(signal.multiplexer_signal), message.length)
+        sp.mux = bit_field(message.get_signal_by_name(str(signal.multiplexer_signal)), message.length)
         sp.mux_ids = frozenset(signal.multiplexer_ids)
     if sp.status_name is not None:
         sp.status_field = bit_field(message.get_signal_by_name(sp.status_name), message.length)
