@@ -22,6 +22,7 @@ from cantools.database.can import Message
 from agent.commands import Command, interlock, parse, read_id
 from agent.config import AgentConfig, CommandFrame
 from agent.errors import CommandError, ConfigError
+from agent.model import PersonaMessage
 from agent.state import VehicleState
 from agent.vehicle import Vehicle
 
@@ -64,6 +65,8 @@ class CommandMemory:
             CREATE TABLE IF NOT EXISTS seen (id TEXT PRIMARY KEY, at REAL NOT NULL);
             CREATE TABLE IF NOT EXISTS questions (message_id TEXT PRIMARY KEY, kind TEXT NOT NULL,
                 answers TEXT NOT NULL, data TEXT NOT NULL, at REAL NOT NULL, answered TEXT);
+            CREATE TABLE IF NOT EXISTS held (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE,
+                message TEXT NOT NULL);
         """)
 
     def first_use(self, command_id: str, now: float, keep_s: float) -> bool:
@@ -83,6 +86,17 @@ class CommandMemory:
 
     def answered(self, message_id: str, answer: str) -> None:
         self.db.execute("UPDATE questions SET answered = ? WHERE message_id = ?", (answer, message_id))
+
+    # Messages held during quiet hours (agent.voice.HeldStore): a restart loses none.
+    def hold(self, msg: PersonaMessage) -> None:
+        self.db.execute("INSERT OR IGNORE INTO held (id, message) VALUES (?, ?)", (msg.id, msg.model_dump_json()))
+
+    def held(self) -> list[PersonaMessage]:
+        rows = self.db.execute("SELECT message FROM held ORDER BY seq").fetchall()
+        return [PersonaMessage.model_validate_json(r[0]) for r in rows]
+
+    def release(self, ids: list[str]) -> None:
+        self.db.executemany("DELETE FROM held WHERE id = ?", [(i,) for i in ids])
 
     def close(self) -> None:
         self.db.close()
@@ -255,7 +269,7 @@ class CommandRunner:
             self._finish(cmd, "rejected", f"answer must be one of {', '.join(answers)}")
             return
         self.memory.answered(message_id, answer)
-        if kind == "charge.started" and answer == "later":
+        if (kind, answer) in (("charge.started", "later"), ("charge.offpeak_question", "yes")):
             window = self.config.vehicle.offpeak_window
             if window is None:
                 self._finish(cmd, "rejected", "no off-peak window configured: cannot wait")

@@ -186,8 +186,25 @@ class MqttConfig(_Model):
     state_deadbands: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
 
 
+HHMM = r"([01]\d|2[0-3]):[0-5]\d"
+
+
 class MessagesConfig(_Model):
     visibility: dict[str, Visibility] = Field(default_factory=dict)
+    # Local "HH:MM-HH:MM": non-critical unsolicited messages are held and sent as one digest
+    # when it ends. Off unless set.
+    quiet_hours: Annotated[str, Field(pattern=f"^{HHMM}-{HHMM}$")] | None = None
+    # Kinds that go through quiet hours anyway (critical ones always do).
+    quiet_hours_urgent: list[str] = Field(default_factory=lambda: ["aux_battery.low"])
+    # Per kind: at most one message per this many seconds (the rest are counted as suppressed).
+    rate_limit_s: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+    # At most this many non-critical unsolicited messages a local day.
+    daily_cap: Annotated[int, Field(ge=1)] | None = 30
+    # Local "HH:MM" of an optional daily summary (distance, energy used and charged, next ETA).
+    daily_summary: Annotated[str, Field(pattern=f"^{HHMM}$")] | None = None
+    # Local "HH:MM" of an evening reminder when SOC is below plug_in_below_pct and not plugged in.
+    plug_in_reminder: Annotated[str, Field(pattern=f"^{HHMM}$")] | None = None
+    plug_in_below_pct: Annotated[float, Field(ge=0, le=100)] = 40.0
     # Your own catalogs (one <locale>.toml per language); the shipped ones when unset.
     catalog_dir: Path | None = None
 
@@ -217,6 +234,15 @@ class CommandsConfig(_Model):
     frames: dict[str, CommandFrame] = Field(default_factory=dict)
 
 
+class DealerConfig(_Model):
+    """What service.due sends on dealer/appointment (the relay decides which dealer gets it)."""
+
+    enabled: bool = True
+    dealer_id: str | None = None
+    # The owner's preferred slots, free text the dealer reads, e.g. "Sat 09:00-12:00".
+    preferred_slots: list[str] = Field(default_factory=list)
+
+
 class StorageConfig(_Model):
     state_dir: Path | None = None
     # The outbox's cap while offline: beyond it the oldest info, then warning, messages go
@@ -233,6 +259,7 @@ class AgentConfig(_Model):
     messages: MessagesConfig = MessagesConfig()
     storage: StorageConfig = StorageConfig()
     commands: CommandsConfig = CommandsConfig()
+    dealer: DealerConfig = DealerConfig()
     # Where this config was read from; every relative path above was resolved against it.
     source: Path | None = Field(default=None, exclude=True)
 
@@ -300,7 +327,10 @@ def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> None
 
 
 def _env_value(text: str) -> Any:
-    """A TOML literal when it parses as one (numbers, booleans, arrays), the plain string otherwise."""
+    """A TOML literal when it parses as one (numbers, booleans, arrays), the plain string
+    otherwise; empty means unset (TOML has no null), e.g. CARFRIEND_VEHICLE__OFFPEAK_WINDOW=."""
+    if text == "":
+        return None
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:

@@ -55,7 +55,8 @@ class Agent:
         self.bus_factory = bus_factory
         self.notifier = notifier or SystemdNotifier()
         self.vehicle: Vehicle = load_vehicle(config)
-        self.pipeline = Pipeline(self.vehicle, self._deliver)
+        self.memory = CommandMemory(config.resolved_state_dir() / "commands.db")
+        self.pipeline = self._new_pipeline(self.vehicle)
         self.uplink: PahoUplink | None = None
         self.outbox: SqliteOutbox | None = None
         self.courier: Courier | None = None
@@ -64,7 +65,6 @@ class Agent:
         self.reload_requested = threading.Event()
         self.on_message: list[Callable[[PersonaMessage], None]] = []
         self.commands: CommandRunner | None = None
-        self.memory: CommandMemory | None = None
         self.inbox: deque[tuple[str, bytes]] = deque(maxlen=1000)  # paho's thread -> worker
         self.reporter = StateReporter(config.vehicle.id, min_interval_s=config.mqtt.state_min_interval_s,
                                       full_interval_s=config.mqtt.state_interval_s,
@@ -76,7 +76,6 @@ class Agent:
         """Open the outbox, the bus and the uplink; READY then (not waiting for the network)."""
         self.outbox = open_outbox(self.config)
         key = read_command_key(self.config)
-        self.memory = CommandMemory(self.config.resolved_state_dir() / "commands.db")
         self.commands = CommandRunner(self.config, self.vehicle, self.memory, key, send=self._send_frame,
                                       result=self._command_result, publish_state=self._publish_full_state,
                                       say=self._say)
@@ -218,12 +217,20 @@ class Agent:
         self._maybe_publish_state(force=True)
 
     def _say(self, kind: str, data: dict[str, Any]) -> None:
-        self._deliver(self.pipeline.persona.render(Event(kind, self._event_now(), "info", data)))
+        self.pipeline.say(Event(kind, self._event_now(), "info", data))
+
+    def _new_pipeline(self, vehicle: Vehicle) -> Pipeline:
+        return Pipeline(vehicle, self._deliver, side_sink=self._side, held=self.memory)
+
+    def _side(self, leaf: str, doc_id: str, doc: dict[str, Any]) -> None:
+        assert self.outbox is not None
+        self.outbox.put(doc_id, self.config.topic(leaf), json.dumps(doc).encode(), "info", time.time())
+        log.info("%s %s queued", leaf, doc_id)
 
     def _deliver(self, msg: PersonaMessage) -> None:
         assert self.outbox is not None
         enqueue(self.outbox, self.config, msg)  # committed: from here on it is never lost
-        if msg.question and self.memory is not None:
+        if msg.question:
             self.memory.ask(msg.id, msg.kind, msg.question, msg.data, time.time())
         log.info("message %s %s: %s", msg.kind, msg.id, msg.text)
         if self.courier is not None:
@@ -246,7 +253,7 @@ class Agent:
             return
         old = self.pipeline
         self.config, self.vehicle = config, vehicle
-        self.pipeline = Pipeline(vehicle, self._deliver)
+        self.pipeline = self._new_pipeline(vehicle)
         self.pipeline.adopt(old)
         self._close_bus()  # reopened with the new interface and filters on the next loop
         log.info("config reloaded from %s", self.config_path)
@@ -271,8 +278,7 @@ class Agent:
         self._close_bus()
         if self.outbox is not None:
             self.outbox.close()
-        if self.memory is not None:
-            self.memory.close()
+        self.memory.close()
 
     def _counters_line(self) -> str:
         c = self.pipeline.counters()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import string
 import tomllib
 from dataclasses import dataclass
 from datetime import datetime
@@ -99,21 +100,31 @@ class Persona:
     def render(self, event: Event) -> PersonaMessage:
         msg_id = message_id(self.vehicle.id, event.kind, event.ts) if not event.key else \
             message_id(self.vehicle.id, f"{event.kind}/{event.key}", event.ts)
-        kind_text = event.kind
-        if event.kind == "charge.started" and "eta" not in event.data:
-            kind_text = "charge.started.no_eta"
-        catalog, texts = self._texts(kind_text)
-        template = texts[int(msg_id.replace("-", "")[:8], 16) % len(texts)]
-        fields = self._fields(event, catalog.locale)
+        visibility = event.data.get("visibility") if event.kind == "digest" else None
+        visibility = visibility or self.config.messages.visibility.get(event.kind, "private")
+        # What family or the public may see: the allowlisted data only, for the text as well.
+        data = event.data if visibility == "private" else redact(event.data, visibility)
+        shown = Event(event.kind, event.ts, event.severity, data, event.key)
+        catalog, texts = self._texts(_text_kind(shown))
+        fields = self._fields(shown, catalog.locale)
+        usable = [t for t in texts if _placeholders(t) <= set(fields)] or texts
+        template = usable[int(msg_id.replace("-", "")[:8], 16) % len(usable)]
         text = _DOUBLE_STOP.sub(".", template.format_map(fields))  # "2:15 a.m.." -> "2:15 a.m."
         if catalog.signature:
             text = f"{text} {catalog.signature.format_map(fields)}"
-        question = QUESTIONS.get(kind_text)
         return PersonaMessage(
             id=msg_id, vehicle_id=self.vehicle.id, ts=iso_utc(event.ts), kind=event.kind,
-            severity=event.severity, visibility=self.config.messages.visibility.get(event.kind, "private"),
-            text=text, locale=catalog.locale, persona=self.vehicle.persona, question=question,
-            data=_wire_data(event.data))
+            severity=event.severity, visibility=visibility, text=text, locale=catalog.locale,
+            persona=self.vehicle.persona, question=QUESTIONS.get(_text_kind(shown)), data=_wire_data(data))
+
+    def unsigned(self, text: str) -> str:
+        """A message's text without the persona's signature (for the digest)."""
+        for catalog in (self.catalog, self.fallback):
+            if catalog is not None and catalog.signature:
+                sig = " " + catalog.signature.format_map(_Fields(persona=self.vehicle.persona))
+                if text.endswith(sig):
+                    return text[: -len(sig)]
+        return text
 
     def _texts(self, kind: str) -> tuple[Catalog, list[str]]:
         for catalog in (self.catalog, self.fallback):
@@ -153,6 +164,38 @@ NUMBER_FIELDS = (
     ("energy_used_kwh", "energy_used", 1), ("charged_kwh", "charged", 1), ("count", "count", 0),
     ("suppressed", "suppressed", 0),
 )
+
+
+def _text_kind(event: Event) -> str:
+    """The catalog entry: some kinds have variants by what the data holds."""
+    d = event.data
+    if event.kind == "charge.started" and "eta" not in d:
+        return "charge.started.no_eta"
+    if event.kind == "digest" and d.get("suppressed"):
+        return "digest.suppressed"
+    if event.kind == "summary.daily" and "eta" in d:
+        return "summary.daily.charging"
+    return event.kind
+
+
+def _placeholders(template: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+
+
+# The data family and the public may see; everything else (odometer, VIN, location, any field
+# not listed) is removed from data and never reaches the text.
+SHARE_ALLOW: dict[str, frozenset[str]] = {
+    "public": frozenset({"soc", "limit", "eta", "added_kwh", "count", "start", "items", "visibility"}),
+    "family": frozenset({"soc", "limit", "eta", "eta_source", "added_kwh", "voltage_v", "temperature_c",
+                         "days", "distance_km", "code", "count", "items", "suppressed", "kinds", "start",
+                         "started_at", "since", "power_kw", "energy_used_kwh", "charged_kwh", "held_ids",
+                         "active", "reason", "visibility"}),
+}
+
+
+def redact(data: dict[str, Any], visibility: str) -> dict[str, Any]:
+    allow = SHARE_ALLOW.get(visibility, frozenset())
+    return {k: v for k, v in data.items() if k in allow}
 
 
 def _wire_data(data: dict[str, Any]) -> dict[str, Any]:

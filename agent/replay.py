@@ -53,13 +53,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
         out.flush()
         published.append(msg)
 
-    pipeline = Pipeline(vehicle, sink)
+    side: list[tuple[str, str, dict[str, Any]]] = []
+    pipeline = Pipeline(vehicle, sink, side_sink=lambda leaf, i, doc: side.append((leaf, i, doc)))
     replay(pipeline, args.log, start)
     print(summary(pipeline, args.log), file=sys.stderr)
     if args.state:
         args.state.write_text(json.dumps(pipeline.state.snapshot(config.vehicle.id), indent=2) + "\n")
     if args.publish:
-        return _publish(config, published, pipeline, args.timeout)
+        return _publish(config, published, side, pipeline, args.timeout)
     return 0
 
 
@@ -75,7 +76,8 @@ def _parse_start(text: str | None) -> datetime | None:
     return when
 
 
-def _publish(config: Any, messages: list[PersonaMessage], pipeline: Pipeline, timeout: float) -> int:
+def _publish(config: Any, messages: list[PersonaMessage], side: list[tuple[str, str, dict[str, Any]]],
+             pipeline: Pipeline, timeout: float) -> int:
     """Through the same durable outbox as `run`: what is not acknowledged stays queued."""
     from agent.daemon import enqueue, open_outbox
 
@@ -83,6 +85,8 @@ def _publish(config: Any, messages: list[PersonaMessage], pipeline: Pipeline, ti
     try:
         for msg in messages:
             enqueue(outbox, config, msg)
+        for leaf, doc_id, doc in side:
+            outbox.put(doc_id, config.topic(leaf), json.dumps(doc).encode(), "info", pipeline.state.now)
         left = drain(config, outbox, timeout, state=pipeline.state.snapshot(config.vehicle.id))
     finally:
         outbox.close()

@@ -10,6 +10,7 @@ from agent import vss
 from agent.config import AgentConfig, Severity
 from agent.config import ThresholdRule as ThresholdConfig
 from agent.eta import Ewma, charge_time_s
+from agent.i18n import local
 from agent.state import VehicleState
 
 NEVER = math.inf
@@ -236,6 +237,31 @@ class DtcRule:
         return events
 
 
+class OffPeakRule:
+    """Plugged in during peak hours with an off-peak window configured: ask whether to wait."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        from agent.voice import in_window, parse_window  # shared window arithmetic
+
+        assert config.vehicle.offpeak_window is not None
+        self.window = parse_window(config.vehicle.offpeak_window)
+        self.in_window = in_window
+        self.start = config.vehicle.offpeak_window.split("-")[0]
+        self.zone = config.vehicle.timezone
+        self.inputs = frozenset({vss.CABLE_CONNECTED})
+        self.plugged: bool | None = None
+        self.deadline = NEVER
+
+    def evaluate(self, state: VehicleState, now: float) -> list[Event]:
+        plugged = state.fresh(vss.CABLE_CONNECTED, now)
+        if plugged is None:
+            return []
+        was, self.plugged = self.plugged, bool(plugged)
+        if was is False and plugged and not self.in_window(local(now, self.zone).time(), self.window):
+            return [Event("charge.offpeak_question", now, "info", {"start": self.start})]
+        return []
+
+
 def build_rules(config: AgentConfig, mapped: frozenset[str]) -> tuple[list[Rule], list[str]]:
     """The enabled rules whose inputs are mapped, and a note for each one left out."""
     r = config.rules
@@ -251,9 +277,10 @@ def build_rules(config: AgentConfig, mapped: frozenset[str]) -> tuple[list[Rule]
         (r.charging.enabled, [vss.IS_CHARGING], lambda: ChargeRule(config, mapped)),
         (r.service_due.enabled, [vss.TIME_TO_SERVICE, vss.DISTANCE_TO_SERVICE], lambda: ServiceRule(config)),
         (r.dtc_new.enabled, [vss.DTC_LIST], lambda: DtcRule(config)),
+        (config.vehicle.offpeak_window is not None, [vss.CABLE_CONNECTED], lambda: OffPeakRule(config)),
     ]
     names = ["battery_low", "battery_critical", "battery_hot", "aux_battery_low", "charging",
-             "service_due", "dtc_new"]
+             "service_due", "dtc_new", "offpeak_question"]
     rules: list[Rule] = []
     notes: list[str] = []
     for name, (enabled, needs, make) in zip(names, candidates, strict=True):

@@ -200,3 +200,15 @@ def test_reply_later_schedules_off_peak_and_the_car_confirms_in_words(harness: H
     harness.runner.poll(state, now + 1)
     assert [r[2] for r in harness.results] == ["accepted", "completed"]
     assert harness.said == [("charge.scheduled", {"start": "23:00", "reason": "off-peak"})]
+
+
+@pytest.mark.parametrize(("answer", "schedules"), [("yes", True), ("no", False)])
+def test_offpeak_question_answered_yes_schedules_and_no_does_nothing(harness: Harness, answer: str,
+                                                                     schedules: bool) -> None:
+    now = time.time()
+    harness.memory.ask("q-1", "charge.offpeak_question", ["yes", "no"], {"start": "23:00"}, now)
+    raw = payload("reply", {"message_id": "q-1", "answer": answer}, issued=datetime.now(UTC))
+    harness.runner.handle(f"carfriend/v1/{VID}/cmd/reply", raw, parked_state(now), now)
+    frames = harness.frames()
+    assert [f.arbitration_id for f in frames] == ([0x6A3] if schedules else [])
+    assert harness.results[0][2] == ("accepted" if schedules else "completed")

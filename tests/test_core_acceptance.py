@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from datetime import datetime
@@ -21,6 +22,9 @@ def acceptance_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def carfriend(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    # The core issue's rule set alone: without the reference car's off-peak window, which adds
+    # a question when it is plugged in at peak time (tested below).
+    env = dict(os.environ if env is None else env, CARFRIEND_VEHICLE__OFFPEAK_WINDOW="")
     return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env=env)
 
@@ -66,10 +70,17 @@ def test_replay_state_file_holds_the_final_vss_state(acceptance_log: Path, tmp_p
     assert "Vehicle.Powertrain.TractionBattery.Charging.TimeToComplete" not in signals
 
 
+def test_with_an_offpeak_window_plugging_in_at_peak_time_asks_whether_to_wait(acceptance_log: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "agent.cli", "replay", "--config", str(EV_CONFIG),
+                             str(acceptance_log)], capture_output=True, text=True, timeout=120)
+    messages = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [m["kind"] for m in messages] == [EXPECTED[0], "charge.offpeak_question", *EXPECTED[1:]]
+    question = messages[1]
+    assert question["question"] == ["yes", "no"] and "11:00 p.m." in question["text"]
+
+
 def test_replay_publish_delivers_the_same_messages_to_mosquitto(acceptance_log: Path, mosquitto: Mosquitto,
                                                                 tmp_path: Path) -> None:
-    import os
-
     recorder = Recorder(mosquitto.host, mosquitto.port, ["carfriend/v1/carfriend-ev-0001/#"])
     env = dict(os.environ, CARFRIEND_MQTT__HOST=mosquitto.host, CARFRIEND_MQTT__PORT=str(mosquitto.port))
     env["CARFRIEND_STORAGE__STATE_DIR"] = str(tmp_path / "state")

@@ -1,0 +1,134 @@
+"""The right moment: quiet hours with a digest, per-kind rate limits, a daily cap (no IO).
+
+Runs on event time, between the persona and the outbox, so a replayed day gives the same
+messages. Held messages live in a HeldStore (in memory for replay, SQLite for the daemon),
+so a restart during quiet hours loses none of them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import time as dtime
+from typing import Protocol
+
+from agent.config import AgentConfig
+from agent.i18n import local
+from agent.model import PersonaMessage
+from agent.rules import NEVER, Event
+
+SEVERITY_ORDER = {"info": 0, "warning": 1, "critical": 2}
+VISIBILITY_ORDER = {"private": 0, "family": 1, "public": 2}
+# Answers to something the owner just did: never held, never capped.
+DIRECT_KINDS = frozenset({"charge.started", "charge.scheduled", "charge.offpeak_question"})
+
+
+class HeldStore(Protocol):
+    def hold(self, msg: PersonaMessage) -> None: ...
+    def held(self) -> list[PersonaMessage]: ...
+    def release(self, ids: list[str]) -> None: ...
+
+
+class MemoryHeld:
+    def __init__(self) -> None:
+        self.items: dict[str, PersonaMessage] = {}
+
+    def hold(self, msg: PersonaMessage) -> None:
+        self.items[msg.id] = msg
+
+    def held(self) -> list[PersonaMessage]:
+        return list(self.items.values())
+
+    def release(self, ids: list[str]) -> None:
+        for i in ids:
+            self.items.pop(i, None)
+
+
+def parse_window(text: str) -> tuple[dtime, dtime]:
+    a, b = text.split("-")
+    return dtime.fromisoformat(a), dtime.fromisoformat(b)
+
+
+def in_window(t: dtime, window: tuple[dtime, dtime]) -> bool:
+    start, end = window
+    return start <= t < end if start < end else (t >= start or t < end)
+
+
+class Gate:
+    def __init__(self, config: AgentConfig, store: HeldStore | None = None) -> None:
+        m = config.messages
+        self.zone = config.vehicle.timezone
+        self.quiet = parse_window(m.quiet_hours) if m.quiet_hours else None
+        self.urgent = frozenset(m.quiet_hours_urgent)
+        self.min_interval = dict(m.rate_limit_s)
+        self.daily_cap = m.daily_cap
+        self.store = store or MemoryHeld()
+        self.last_sent: dict[str, float] = {}
+        self.day: str = ""
+        self.sent_today = 0
+        self.suppressed = 0
+        self.deadline = NEVER if self.quiet is None else -NEVER
+
+    def _unsolicited(self, msg: PersonaMessage) -> bool:
+        return msg.severity != "critical" and msg.kind not in DIRECT_KINDS and msg.kind not in self.urgent
+
+    def offer(self, msg: PersonaMessage, now: float) -> list[PersonaMessage]:
+        """What goes out now for this message: itself, nothing (held or suppressed)."""
+        out = self.tick(now)
+        if not self._unsolicited(msg):
+            return [*out, msg]
+        self._new_day(now)
+        interval = self.min_interval.get(msg.kind)
+        last = self.last_sent.get(msg.kind)
+        if (interval is not None and last is not None and now - last < interval) or \
+                (self.daily_cap is not None and self.sent_today >= self.daily_cap):
+            self.suppressed += 1
+            return out
+        self.last_sent[msg.kind] = now
+        self.sent_today += 1
+        if self.quiet is not None and in_window(local(now, self.zone).time(), self.quiet):
+            self.store.hold(msg)
+            return out
+        return [*out, msg]
+
+    def _new_day(self, now: float) -> None:
+        day = local(now, self.zone).date().isoformat()
+        if day != self.day:
+            self.day, self.sent_today = day, 0
+
+    def tick(self, now: float) -> list[PersonaMessage]:
+        """At the end of quiet hours: the held messages as one digest."""
+        if self.quiet is None or now < self.deadline:
+            return []
+        if in_window(local(now, self.zone).time(), self.quiet):
+            self.deadline = now + 60.0  # look again in a minute of event time
+            return []
+        self.deadline = now + 60.0
+        held = self.store.held()
+        if not held:
+            return []
+        self.store.release([m.id for m in held])
+        return [self._digest_marker(held, now)]
+
+    def _digest_marker(self, held: list[PersonaMessage], now: float) -> PersonaMessage:
+        """A placeholder carrying the held messages; the pipeline renders the digest from it."""
+        return PersonaMessage(
+            id="digest", vehicle_id=held[0].vehicle_id, ts=held[-1].ts, kind="digest",
+            severity=max((m.severity for m in held), key=SEVERITY_ORDER.__getitem__),
+            visibility=min((m.visibility for m in held), key=VISIBILITY_ORDER.__getitem__),
+            text="", locale=held[0].locale, persona=held[0].persona,
+            data={"held": [json.loads(m.model_dump_json()) for m in held], "at": now,
+                  "suppressed": self._take_suppressed()})
+
+    def _take_suppressed(self) -> int:
+        n, self.suppressed = self.suppressed, 0
+        return n
+
+
+def digest_event(marker: PersonaMessage, unsigned: Callable[[str], str]) -> Event:
+    """The digest of a marker from Gate.tick; ``unsigned`` strips the persona's signature."""
+    held = marker.data["held"]
+    data = {"count": len(held), "items": " ".join(unsigned(h["text"]) for h in held),
+            "kinds": [h["kind"] for h in held], "held_ids": [h["id"] for h in held],
+            "suppressed": marker.data["suppressed"], "visibility": marker.visibility}
+    return Event("digest", marker.data["at"], marker.severity, data)
