@@ -248,7 +248,7 @@ class OffPeakRule:
         self.in_window = in_window
         self.start = config.vehicle.offpeak_window.split("-")[0]
         self.zone = config.vehicle.timezone
-        self.inputs = frozenset({vss.CABLE_CONNECTED})
+        self.inputs = frozenset({vss.CABLE_CONNECTED, vss.TIMER_MODE})
         self.plugged: bool | None = None
         self.deadline = NEVER
 
@@ -257,9 +257,11 @@ class OffPeakRule:
         if plugged is None:
             return []
         was, self.plugged = self.plugged, bool(plugged)
-        if was is False and plugged and not self.in_window(local(now, self.zone).time(), self.window):
-            return [Event("charge.offpeak_question", now, "info", {"start": self.start})]
-        return []
+        if was is not False or not plugged or self.in_window(local(now, self.zone).time(), self.window):
+            return []
+        if str(state.fresh(vss.TIMER_MODE, now) or "OFF").upper() not in ("OFF", "INACTIVE", "0"):
+            return []  # a scheduled start is already set: nothing to ask
+        return [Event("charge.offpeak_question", now, "info", {"start": self.start})]
 
 
 def build_rules(config: AgentConfig, mapped: frozenset[str]) -> tuple[list[Rule], list[str]]:

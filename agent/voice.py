@@ -128,7 +128,8 @@ class Gate:
 def digest_event(marker: PersonaMessage, unsigned: Callable[[str], str]) -> Event:
     """The digest of a marker from Gate.tick; ``unsigned`` strips the persona's signature."""
     held = marker.data["held"]
-    data = {"count": len(held), "items": " ".join(unsigned(h["text"]) for h in held),
+    joiner = "" if marker.locale == "ja" else " "  # Japanese runs sentences together
+    data = {"count": len(held), "items": joiner.join(unsigned(h["text"]) for h in held),
             "kinds": [h["kind"] for h in held], "held_ids": [h["id"] for h in held],
             "suppressed": marker.data["suppressed"], "visibility": marker.visibility}
     return Event("digest", marker.data["at"], marker.severity, data)

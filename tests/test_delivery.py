@@ -91,7 +91,7 @@ def test_agent_sigkilled_at_20_random_points_loses_nothing(mosquitto: Mosquitto,
 
 
 def test_outbox_status_and_flush_cli(mosquitto: Mosquitto, tmp_path: Path) -> None:
-    env = agent_env(mosquitto, tmp_path / "state")
+    env = agent_env(mosquitto, tmp_path / "state") | {"CARFRIEND_VEHICLE__OFFPEAK_WINDOW": ""}
     env["CARFRIEND_MQTT__PORT"] = "1"  # nobody listens: replay --publish leaves everything queued
     from frames import acceptance_frames, write_log
 

@@ -68,7 +68,7 @@ def test_vehicle_connects_with_its_certificate_and_is_confined_by_the_acl(pki: P
                CARFRIEND_MQTT__TLS__CA_FILE=str(pki / "ca.crt"),
                CARFRIEND_MQTT__TLS__CERT_FILE=str(pki / "carfriend-ev-0001.crt"),
                CARFRIEND_MQTT__TLS__KEY_FILE=str(pki / "carfriend-ev-0001.key"),
-               CARFRIEND_STORAGE__STATE_DIR=str(tmp_path / "state"))
+               CARFRIEND_STORAGE__STATE_DIR=str(tmp_path / "state"), CARFRIEND_VEHICLE__OFFPEAK_WINDOW="")
     log = write_log(tmp_path / "a.log", acceptance_frames())
     result = subprocess.run([sys.executable, "-m", "agent.cli", "replay", "--config", str(EV_CONFIG), str(log),
                              "--publish"], env=env, capture_output=True, text=True, timeout=120)
