@@ -40,6 +40,16 @@ print("injected 9")
 PYEOF
 stamp injected
 
+# The adapter is unplugged (the interface vanishes) and comes back: the agent must say so,
+# keep running, and read again once it is back.
+ip link delete vcan0
+for i in $(seq 60); do grep -q "lost" $J/agent.log && break; sleep 0.5; done
+stamp unplugged
+sleep 3
+ip link add dev vcan0 type vcan && ip link set vcan0 up
+for i in $(seq 120); do grep -q "is back" $J/agent.log && break; sleep 0.5; done
+stamp replugged
+
 $PY -m agent.cli simulate --scenario "$SCENARIO" --interface socketcan --channel vcan0 \
   --speed "$SPEED" --duration "$DURATION" > $J/sim.log 2>&1
 stamp simulated
