@@ -1,18 +1,30 @@
 #!/bin/sh
 # Prepare the test VM: a stock Debian kernel with SocketCAN (vcan) for a host kernel that has none.
-# Installs qemu-system-x86, kmod and busybox-static from apt when missing, extracts (does not
-# install) the current Debian kernel and the few modules the guest needs into tests/vm/kernel/,
-# and builds tests/vm/initrd.cpio.gz. Idempotent: a second run does nothing (~0 s).
+# Installs from apt whatever is missing of qemu-system-x86, kmod, busybox-static, iproute2,
+# mosquitto, mosquitto-clients, systemd and python3-venv; extracts (does not install) the
+# current Debian kernel and the few modules the guest needs into tests/vm/kernel/, and builds
+# tests/vm/initrd.cpio.gz. Idempotent: a second run does nothing (~0 s).
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
 KDIR=${VCANVM_KDIR:-$HERE/kernel}
 INITRD=${VCANVM_INITRD:-$HERE/initrd.cpio.gz}
 export DEBIAN_FRONTEND=noninteractive
 
-if ! { command -v qemu-system-x86_64 && command -v depmod && [ -x /bin/busybox ]; } >/dev/null; then
-  apt-get -o DPkg::Lock::Timeout=600 update -qq
+# The VM itself, then what the guest jobs use from this host's file system: ip, a broker and
+# its client, systemd as PID 1 (with networkd for vcan0), and python3-venv for install.sh.
+need=""
+command -v qemu-system-x86_64 >/dev/null || need="$need qemu-system-x86"
+command -v depmod >/dev/null || need="$need kmod"
+[ -x /bin/busybox ] || need="$need busybox-static"
+command -v ip >/dev/null || need="$need iproute2"
+[ -x /usr/sbin/mosquitto ] || need="$need mosquitto"
+command -v mosquitto_sub >/dev/null || need="$need mosquitto-clients"
+[ -x /lib/systemd/systemd ] && [ -x /lib/systemd/systemd-networkd ] || need="$need systemd"
+/usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || need="$need python3-venv"
+if [ -n "$need" ]; then
   # other jobs on the machine may hold the dpkg lock: wait for it rather than fail
-  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends qemu-system-x86 kmod busybox-static >/dev/null
+  apt-get -o DPkg::Lock::Timeout=600 update -qq
+  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends $need >/dev/null
 fi
 
 if [ ! -d "$KDIR/lib/modules" ]; then
