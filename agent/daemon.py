@@ -20,6 +20,7 @@ from agent.command_runner import CommandMemory, CommandRunner, read_command_key
 from agent.config import AgentConfig, load_config
 from agent.courier import Courier
 from agent.errors import CarfriendError, ConfigError, SourceError
+from agent.fastbus import read_batch
 from agent.model import PersonaMessage, iso_utc
 from agent.outbox import SqliteOutbox
 from agent.pipeline import Pipeline
@@ -127,20 +128,17 @@ class Agent:
             self._reopen_bus()
             return
         try:
-            msg = bus.recv(RECV_TIMEOUT_S)
+            n = read_batch(bus, self.pipeline.process, self.pipeline.error_frame, RECV_TIMEOUT_S)
         except (can.CanError, OSError) as exc:
             log.error("CAN bus %s %s lost: %s; state and messages are kept, retrying every %g s",
                       self.config.can.interface, self.config.can.channel, exc, self.config.can.reconnect_s)
             self.notifier.status(f"CAN bus lost: {exc}")
             self._close_bus()
             return
-        if msg is None:
+        if n:
+            self._last_frame = (self.pipeline.state.now, time.monotonic())
+        else:
             self.pipeline.tick(self._event_now())  # time passes on the bus's clock
-        elif msg.is_error_frame:
-            self.pipeline.error_frame()
-        elif not msg.is_remote_frame:
-            self.pipeline.process(msg.timestamp, msg.arbitration_id, bytes(msg.data))
-            self._last_frame = (msg.timestamp, time.monotonic())
 
     def _reopen_bus(self) -> None:
         if self.stop_requested.wait(self.config.can.reconnect_s):

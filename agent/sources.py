@@ -102,9 +102,24 @@ def open_bus(cfg: CanConfig, filters: list[dict[str, Any]] | None) -> can.BusABC
     if cfg.interface == "virtual":
         kwargs.setdefault("preserve_timestamps", True)  # a simulator's event time passes through
     try:
-        return can.Bus(interface=cfg.interface, channel=cfg.channel, can_filters=filters, **kwargs)
+        bus = can.Bus(interface=cfg.interface, channel=cfg.channel, can_filters=filters, **kwargs)
     except (can.CanError, OSError, ValueError, ImportError, NotImplementedError) as exc:
         raise SourceError(f"[can] {cfg.interface} {cfg.channel}: cannot open bus: {exc}") from None
+    _no_software_filters(bus)
+    return bus
+
+
+def _no_software_filters(bus: can.BusABC) -> None:
+    """Keep filters only where the kernel or adapter applies them (SocketCAN, most USB adapters).
+
+    Where python-can would filter in Python instead (virtual, slcan), the decoder's dict lookup
+    drops an unmapped id more cheaply, and recv(0) then returns None only when the queue is
+    empty, which the batched receive loop relies on (python-can's recv(0) also returns None
+    right after a frame its software filter dropped). python-can marks hardware filtering with
+    the private ``_is_filtered`` flag; python-can is pinned below 5.
+    """
+    if bus.filters and not getattr(bus, "_is_filtered", True):
+        bus.set_filters(None)
 
 
 def _open_chunked_slcan(cfg: CanConfig, filters: list[dict[str, Any]] | None, kwargs: dict[str, Any]) -> can.BusABC:
@@ -113,6 +128,8 @@ def _open_chunked_slcan(cfg: CanConfig, filters: list[dict[str, Any]] | None, kw
 
     kwargs.pop("sleep_after_open", None)
     try:
-        return ChunkedSlcanBus(channel=cfg.channel or "", can_filters=filters, **kwargs)
+        bus = ChunkedSlcanBus(channel=cfg.channel or "", can_filters=filters, **kwargs)
     except (can.CanError, OSError, ValueError, TypeError) as exc:
         raise SourceError(f"[can] slcan {cfg.channel}: cannot open bus: {exc}") from None
+    _no_software_filters(bus)
+    return bus
