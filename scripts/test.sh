@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 need=()
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v openssl >/dev/null || need+=(openssl)
+command -v chromium >/dev/null || need+=(chromium)   # the relay's browser test
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "scripts/test.sh: please install: ${need[*]} (apt-get install -y ${need[*]})" >&2; exit 1
@@ -17,7 +19,7 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m pip install -q -e '.[test,relay]'
 
 # Default: everything, the real-kernel VM tests included (CARFRIEND_TEST_VM=0 leaves them out).
 if [ "${CARFRIEND_TEST_VM:-1}" = 1 ] && [ $# -eq 0 ]; then
