@@ -115,10 +115,12 @@ def _no_software_filters(bus: can.BusABC) -> None:
     Where python-can would filter in Python instead (virtual, slcan), the decoder's dict lookup
     drops an unmapped id more cheaply, and recv(0) then returns None only when the queue is
     empty, which the batched receive loop relies on (python-can's recv(0) also returns None
-    right after a frame its software filter dropped). python-can marks hardware filtering with
-    the private ``_is_filtered`` flag; python-can is pinned below 5.
+    right after a frame its software filter dropped). A bus filters in software when its class
+    does not override ``_apply_filters``, or (SocketCAN) when applying kernel filters failed,
+    which python-can records in the private ``_is_filtered`` flag; python-can is pinned below 5.
     """
-    if bus.filters and not getattr(bus, "_is_filtered", True):
+    software = type(bus)._apply_filters is can.BusABC._apply_filters or getattr(bus, "_is_filtered", None) is False
+    if bus.filters and software:
         bus.set_filters(None)
 
 
