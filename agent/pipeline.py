@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from agent import vss
@@ -41,6 +41,34 @@ class Pipeline:
         changed = self.decoder.decode(ts, can_id, data)
         if changed or ts >= self.deadline:
             self._evaluate(changed, ts)
+
+    def process_frames(self, frames: Iterable[tuple[float, int | None, bytes]]) -> float | None:
+        """Many frames (None as the id marks an error frame); return the last event time.
+
+        The same as process() per frame, with the unmapped-id test inline: on a busy bus most
+        frames are of ids the mapping does not use, and each one here costs a set lookup, not
+        two calls.
+        """
+        mapped = self.decoder.plans
+        decode = self.decoder.decode
+        unmapped = errors = 0
+        ts = None
+        for ts, can_id, data in frames:
+            if can_id in mapped:
+                changed = decode(ts, can_id, data)
+                if changed or ts >= self.deadline:
+                    self._evaluate(changed, ts)
+            elif can_id is None:
+                errors += 1
+            else:
+                unmapped += 1
+                if ts >= self.deadline:  # time-driven rules run on any frame's clock
+                    self._evaluate((), ts)
+        d = self.decoder
+        d.frames += unmapped + errors
+        d.drops.unknown_id += unmapped
+        d.drops.error_frame += errors
+        return ts
 
     def _evaluate(self, changed: tuple[str, ...], now: float) -> None:
         events = self.engine.on_change(changed, self.state, now)

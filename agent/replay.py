@@ -22,14 +22,7 @@ log = logging.getLogger(__name__)
 
 def replay(pipeline: Pipeline, path: Path, start_time: datetime | None = None) -> None:
     """Feed every frame of a log through the pipeline, then let the last deadlines pass."""
-    process, error_frame = pipeline.process, pipeline.error_frame
-    last_ts = None
-    for ts, can_id, data in read_log(path, start_time):
-        if can_id is None:
-            error_frame()
-        else:
-            process(ts, can_id, data)
-        last_ts = ts
+    last_ts = pipeline.process_frames(read_log(path, start_time))
     if last_ts is not None:
         pipeline.tick(last_ts)
 

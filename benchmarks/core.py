@@ -43,9 +43,7 @@ def pipeline_fps(traffic: Traffic, config: AgentConfig, repeat: int) -> tuple[fl
 
     def run(p: Pipeline | None) -> int:
         assert p is not None
-        process = p.process
-        for ts, fid, data in traffic.frames:
-            process(ts, fid, data)
+        p.process_frames(traffic.frames)  # the agent's batch path (replay uses it too)
         counters.update({k: v for k, v in p.counters().items() if isinstance(v, int)})
         return len(traffic.frames)
 

@@ -23,7 +23,6 @@ import can
 import psutil
 
 from agent.config import AgentConfig
-from agent.fastbus import read_batch
 from agent.pipeline import Pipeline
 from agent.slcan import ChunkedSlcanBus
 from benchmarks.core import new_pipeline
@@ -170,7 +169,7 @@ class Broker:
 
 
 def paced_agent(traffic: Traffic, config: AgentConfig, fps: float, seconds: float,
-                broker_port: int | None, trigger_every_s: float = 0.05, batched: bool = False) -> dict[str, Any]:
+                broker_port: int | None, trigger_every_s: float = 0.05) -> dict[str, Any]:
     """Run the daemon's Agent on a virtual bus fed at `fps`; CPU of all but the sender thread,
     and frame -> client.publish() latency of dtc.new messages triggered every trigger_every_s."""
     from agent.daemon import Agent  # imported late: the lead owns it; only its public API is used
@@ -181,7 +180,9 @@ def paced_agent(traffic: Traffic, config: AgentConfig, fps: float, seconds: floa
                                           "port": broker_port or 1883})
     config = config.model_copy(update={
         "can": config.can.model_copy(update={"interface": "virtual", "channel": channel}),
-        "mqtt": mqtt, "storage": config.storage.model_copy(update={"state_dir": state_dir})})
+        "mqtt": mqtt, "storage": config.storage.model_copy(update={"state_dir": state_dir}),
+        # every triggered dtc.new must become a message to be timed: no daily cap here
+        "messages": config.messages.model_copy(update={"daily_cap": None})})
     agent = Agent(config)
     latencies: list[float] = []
 
@@ -206,8 +207,6 @@ def paced_agent(traffic: Traffic, config: AgentConfig, fps: float, seconds: floa
         start_hook()
 
     agent.start = start  # type: ignore[method-assign]
-    if batched:
-        _use_batched_reads(agent)
     worker = threading.Thread(target=agent.run, name="agent-worker")
     worker.start()
     tx = can.Bus(interface="virtual", channel=channel)
@@ -223,23 +222,6 @@ def paced_agent(traffic: Traffic, config: AgentConfig, fps: float, seconds: floa
         shutil.rmtree(state_dir, ignore_errors=True)
     result["latencies_s"] = latencies
     return result
-
-
-def _use_batched_reads(agent: Any) -> None:
-    """What daemon.py's Agent._read_once would do with agent.fastbus (the lead's file)."""
-    original = agent._read_once
-
-    def read_once() -> None:
-        if agent.bus is None:
-            original()
-            return
-        p = agent.pipeline
-        if read_batch(agent.bus, p.process, p.error_frame, 0.2):
-            agent._last_frame = (p.state.now, time.monotonic())
-        else:
-            p.tick(agent._event_now())
-
-    agent._read_once = read_once
 
 
 def _pace(tx: can.BusABC, traffic: Traffic, fps: float, seconds: float, trigger_every_s: float,
