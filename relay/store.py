@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -36,6 +37,21 @@ log = logging.getLogger(__name__)
 STATUS_RANK = {"sent": 0, "accepted": 1, "rejected": 2, "completed": 2, "failed": 2}
 
 
+@dataclass
+class _Batch:
+    """What one batch changes, collected first so each table gets one statement per batch."""
+
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    results: list[dict[str, Any]] = field(default_factory=list)
+    appointments: list[dict[str, Any]] = field(default_factory=list)
+    fleet_reports: list[dict[str, Any]] = field(default_factory=list)
+    state: dict[str, tuple[datetime, dict[str, Any]]] = field(default_factory=dict)
+    status: dict[str, str] = field(default_factory=dict)
+    fleet: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seen: set[str] = field(default_factory=set)
+
+
 class Store:
     """Applies batches of Inbound records; remembers when it last kept each vehicle's state history."""
 
@@ -45,80 +61,102 @@ class Store:
 
     def apply(self, session: Session, records: Iterable[Inbound], now: datetime) -> set[str]:
         """Add the records to the session (the caller commits); returns the vehicles touched."""
-        touched: set[str] = set()
+        batch, touched = _Batch(), set()
         for rec in records:
-            getattr(self, f"_{rec.leaf}")(session, rec, now)
+            getattr(self, f"_{rec.leaf}")(batch, rec, now)
             touched.add(rec.vehicle_id)
         if touched:
-            stmt = (update(Vehicle).where(Vehicle.id.in_(touched))
-                    .values(revision=Vehicle.revision + 1))
-            session.execute(stmt)
+            _write(session, batch, now)
+            session.execute(update(Vehicle).where(Vehicle.id.in_(touched))
+                            .values(revision=Vehicle.revision + 1))
         return touched
 
-    def _messages(self, session: Session, rec: Inbound, now: datetime) -> None:
+    def _messages(self, batch: _Batch, rec: Inbound, now: datetime) -> None:
         msg: InboundMessage = rec.body
-        _insert_ignore(session, Message, dict(
+        batch.messages.append(dict(
             vehicle_id=rec.vehicle_id, msg_id=msg.id, ts=naive_utc(msg.ts), received_at=now,
             kind=msg.kind, severity=msg.severity, visibility=msg.visibility, text=msg.text,
             locale=msg.locale, persona=msg.persona, question=msg.question, data=msg.data))
-        _seen(session, rec.vehicle_id, now)
+        batch.seen.add(rec.vehicle_id)
 
-    def _state(self, session: Session, rec: Inbound, now: datetime) -> None:
+    def _state(self, batch: _Batch, rec: Inbound, now: datetime) -> None:
         state: InboundState = rec.body
         ts = naive_utc(state.ts)
-        signals = state.signals
-        session.execute(update(Vehicle).where(Vehicle.id == rec.vehicle_id)
-                        .where((Vehicle.state_at.is_(None)) | (Vehicle.state_at <= ts))
-                        .values(state=signals, state_at=ts))
+        newest = batch.state.get(rec.vehicle_id)
+        if newest is None or newest[0] <= ts:
+            batch.state[rec.vehicle_id] = (ts, state.signals)
         last = self._history_at.get(rec.vehicle_id)
-        if last is None or ts - last >= self._history_every or ts < last:
+        if last is None or ts - last >= self._history_every:
             self._history_at[rec.vehicle_id] = ts
-            session.add(StateRecord(vehicle_id=rec.vehicle_id, ts=ts, received_at=now,
-                                    signals=signals))
-        _seen(session, rec.vehicle_id, now)
+            batch.history.append(dict(vehicle_id=rec.vehicle_id, ts=ts, received_at=now,
+                                      signals=state.signals))
+        batch.seen.add(rec.vehicle_id)
 
-    def _status(self, session: Session, rec: Inbound, now: datetime) -> None:
-        values: dict[str, Any] = {"status": rec.body, "status_at": now}
-        session.execute(update(Vehicle).where(Vehicle.id == rec.vehicle_id).values(**values))
+    def _status(self, batch: _Batch, rec: Inbound, now: datetime) -> None:
+        batch.status[rec.vehicle_id] = rec.body
         if rec.body == "online":
-            _seen(session, rec.vehicle_id, now)
+            batch.seen.add(rec.vehicle_id)
 
-    def _result(self, session: Session, rec: Inbound, now: datetime) -> None:
+    def _result(self, batch: _Batch, rec: Inbound, now: datetime) -> None:
         res: InboundResult = rec.body
-        ts = naive_utc(res.ts) if res.ts else now
-        _insert_ignore(session, CommandResult, dict(
+        batch.results.append(dict(
             vehicle_id=rec.vehicle_id, command_id=res.id, name=rec.command, status=res.status,
-            reason=res.reason, ts=ts, received_at=now))
-        cmd = session.get(Command, res.id)
-        if cmd is not None and cmd.vehicle_id == rec.vehicle_id and \
-                STATUS_RANK[res.status] > STATUS_RANK.get(cmd.status, 0):
-            cmd.status, cmd.reason, cmd.updated_at = res.status, res.reason, now
-        _seen(session, rec.vehicle_id, now)
+            reason=res.reason, ts=naive_utc(res.ts) if res.ts else now, received_at=now))
+        batch.seen.add(rec.vehicle_id)
 
-    def _appointment(self, session: Session, rec: Inbound, now: datetime) -> None:
+    def _appointment(self, batch: _Batch, rec: Inbound, now: datetime) -> None:
         doc: dict[str, Any] = rec.body
         service = doc.get("service_type") or doc.get("service") or ""
-        _insert_ignore(session, Appointment, dict(
+        batch.appointments.append(dict(
             vehicle_id=rec.vehicle_id, dedup_key=appointment_key(doc), received_at=now,
             service_type=str(service)[:100], payload=doc))
-        _seen(session, rec.vehicle_id, now)
+        batch.seen.add(rec.vehicle_id)
 
-    def _fleet(self, session: Session, rec: Inbound, now: datetime) -> None:
-        session.add(FleetReport(vehicle_id=rec.vehicle_id, received_at=now, report=rec.body))
-        session.execute(update(Vehicle).where(Vehicle.id == rec.vehicle_id)
-                        .values(fleet=rec.body, fleet_at=now))
-        _seen(session, rec.vehicle_id, now)
-
-
-def _seen(session: Session, vehicle_id: str, now: datetime) -> None:
-    session.execute(update(Vehicle).where(Vehicle.id == vehicle_id).values(last_seen=now))
+    def _fleet(self, batch: _Batch, rec: Inbound, now: datetime) -> None:
+        batch.fleet_reports.append(dict(vehicle_id=rec.vehicle_id, received_at=now,
+                                        report=rec.body))
+        batch.fleet[rec.vehicle_id] = rec.body
+        batch.seen.add(rec.vehicle_id)
 
 
-def _insert_ignore(session: Session, model: type[Any], values: dict[str, Any]) -> None:
-    """INSERT that skips a row violating a unique constraint (a duplicate), on SQLite and PostgreSQL."""
+def _write(session: Session, b: _Batch, now: datetime) -> None:
+    _insert_ignore(session, Message, b.messages)
+    _insert_ignore(session, Appointment, b.appointments)
+    _insert_ignore(session, CommandResult, b.results)
+    if b.history:
+        session.execute(insert(StateRecord), b.history)
+    if b.fleet_reports:
+        session.execute(insert(FleetReport), b.fleet_reports)
+    for vid, (ts, signals) in b.state.items():
+        # An older snapshot arriving late does not replace a newer one.
+        session.execute(update(Vehicle).where(Vehicle.id == vid)
+                        .where((Vehicle.state_at.is_(None)) | (Vehicle.state_at <= ts))
+                        .values(state=signals, state_at=ts))
+    for vid, status in b.status.items():
+        session.execute(update(Vehicle).where(Vehicle.id == vid)
+                        .values(status=status, status_at=now))
+    for vid, report in b.fleet.items():
+        session.execute(update(Vehicle).where(Vehicle.id == vid).values(fleet=report, fleet_at=now))
+    for row in b.results:
+        _advance_command(session, row, now)
+    if b.seen:
+        session.execute(update(Vehicle).where(Vehicle.id.in_(b.seen)).values(last_seen=now))
+
+
+def _advance_command(session: Session, row: dict[str, Any], now: datetime) -> None:
+    cmd = session.get(Command, row["command_id"])
+    if cmd is not None and cmd.vehicle_id == row["vehicle_id"] and \
+            STATUS_RANK[row["status"]] > STATUS_RANK.get(cmd.status, 0):
+        cmd.status, cmd.reason, cmd.updated_at = row["status"], row["reason"], now
+
+
+def _insert_ignore(session: Session, model: type[Any], rows: list[dict[str, Any]]) -> None:
+    """INSERT that skips rows violating a unique constraint (duplicates), on SQLite and PostgreSQL."""
+    if not rows:
+        return
     name = session.get_bind().dialect.name
     dialect: Any = postgresql if name == "postgresql" else sqlite
-    session.execute(dialect.insert(model).values(**values).on_conflict_do_nothing())
+    session.execute(dialect.insert(model).on_conflict_do_nothing(), rows)
 
 
 def known_vehicles(session: Session) -> set[str]:
