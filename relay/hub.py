@@ -37,3 +37,9 @@ class Hub:
         for loop, event in targets:
             with contextlib.suppress(RuntimeError):  # that page's loop has closed
                 loop.call_soon_threadsafe(event.set)
+
+    def wake_all(self) -> None:
+        """Wake every waiter (shutdown: live streams see the stop flag and end)."""
+        with self._lock:
+            keys = list(self._waiters)
+        self.notify(keys)

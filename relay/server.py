@@ -13,7 +13,7 @@ from relay.auth import LoginLimiter, load_or_create_secret
 from relay.commands import Downlink
 from relay.config import RelayConfig
 from relay.db import make_engine, make_sessionmaker, migrate
-from relay.hub import ALL, Hub
+from relay.hub import Hub
 from relay.mqtt import MqttIngest
 from relay.web import AppContext, create_app
 
@@ -29,7 +29,7 @@ class _Server(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         self.relay.ctx.stopping.set()
-        self.relay.ctx.hub.notify([ALL])
+        self.relay.ctx.hub.wake_all()
         super().handle_exit(sig, frame)
         # uvicorn re-raises the signal once it has stopped, which would kill the process before
         # the ingest is drained; Relay.run stops everything and returns instead.
@@ -82,7 +82,7 @@ class Relay:
 
     def stop(self) -> None:
         self.ctx.stopping.set()
-        self.ctx.hub.notify([ALL])
+        self.ctx.hub.wake_all()
         self.server.should_exit = True
         if self._thread:
             self._thread.join(10)
