@@ -53,6 +53,9 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
     a = actions.add_parser("list", help="list vehicles, users and roles")
     a.set_defaults(func=cmd_list)
 
+    from relay.fleet_sim import add_fleet_sim
+    add_fleet_sim(sub)
+
 
 
 def _vehicle_target(a: argparse.ArgumentParser, required: bool) -> None:

@@ -81,3 +81,25 @@ def test_owner_answers_later_and_the_real_agent_schedules_the_charge(relay: Rela
         except subprocess.TimeoutExpired:
             agent.kill()
         log.close()
+
+
+def test_fleet_sim_cars_reach_the_relay(relay: Relay, tmp_path: Path) -> None:
+    if not (ROOT / "agent" / "simulate.py").exists() or not AGENT_CONFIG.exists():
+        pytest.skip("the agent's simulator is not in this checkout")
+    with relay.ctx.sessions() as s:
+        add_vehicles(s, relay.config, ["sim-0001", "sim-0002"])
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "fleet-sim", "--config", str(AGENT_CONFIG),
+         "--vehicles", "2", "--speed", "60", "--scenario", "plugged-in-at-home",
+         "--host", relay.config.mqtt.host, "--port", str(relay.config.mqtt.port),
+         "--state-dir", str(tmp_path / "fleet"), "--duration", "6"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-3000:]
+
+    def kinds() -> set[tuple[str, str]]:
+        with relay.ctx.sessions() as s:
+            return set(s.execute(select(Message.vehicle_id, Message.kind)).tuples())
+
+    wait_until(lambda: {("sim-0001", "charge.started"), ("sim-0002", "charge.started")} <= kinds(),
+               10, "charge.started from both simulated cars")
