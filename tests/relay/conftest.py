@@ -20,11 +20,16 @@ from mqtt_helpers import Mosquitto, free_port
 
 # tests/relay has no __init__.py, so its folder could shadow the project's `relay` package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-pytest.importorskip("starlette", reason="relay extra not installed: pip install -e .[relay]")
-
-from relay.admin import add_user, add_vehicles, grant  # noqa: E402
 from relay.config import RelayConfig, load_config  # noqa: E402
-from relay.server import Relay  # noqa: E402
+
+try:
+    from relay.admin import add_user, add_vehicles, grant
+    from relay.server import Relay
+except ImportError as exc:  # the relay extra is not installed: only the pure tests run
+    print(f"tests/relay: {exc.name} missing (pip install -e '.[relay]'): relay server tests skipped")
+    collect_ignore = [f"test_relay_{name}.py" for name in (
+        "ingest", "web_auth", "commands", "restart", "e2e_agent", "browser")]
+    Relay = Any  # type: ignore[misc,assignment]
 
 PASSWORD = "correct-horse-battery"
 MESSAGE_NS = uuid.UUID("6f1d1c2e-6a53-5c3e-9f0a-2b8c7d0e4a11")

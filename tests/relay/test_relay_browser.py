@@ -6,15 +6,24 @@ system browser is used)."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from conftest import PASSWORD, CarPublisher, base_url
 from responder import StandInCar
 
+from relay.admin import add_vehicles, grant
 from relay.server import Relay
 from relay.signing import load_key
+
+ROOT = Path(__file__).resolve().parents[2]
+AGENT_CONFIG = ROOT / "config" / "vehicles" / "carfriend-ev.toml"
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -65,3 +74,44 @@ def test_owner_answers_later_in_the_browser_and_sees_the_result(
         assert standin.received[0][0] == "reply" and standin.received[0][2] is True
     finally:
         standin.close()
+
+
+def test_owner_answers_the_real_agent_in_the_browser(relay: Relay, page: sync_api.Page,
+                                                     tmp_path: Path) -> None:
+    """The same with the real agent and simulator (`carfriend run --simulate`) as the car."""
+    if not (ROOT / "agent" / "simulate.py").exists() or not AGENT_CONFIG.exists():
+        pytest.skip("the agent's simulator is not in this checkout")
+    vid = "carfriend-ev-0001"
+    with relay.ctx.sessions() as s:
+        add_vehicles(s, relay.config, [vid], name="Kit", generate_key=True)
+        grant(s, "alice", "owner", vid)
+    page.goto(f"{base_url(relay)}/v/{vid}")
+    page.fill("input[name=username]", "alice")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"**/v/{vid}")
+    page.wait_for_function("document.querySelector('#timeline .empty') !== null")
+    env = {**os.environ, "PYTHONPATH": str(ROOT),
+           "CARFRIEND_MQTT__HOST": relay.config.mqtt.host,
+           "CARFRIEND_MQTT__PORT": str(relay.config.mqtt.port),
+           "CARFRIEND_STORAGE__STATE_DIR": str(tmp_path / "agent-state"),
+           "CARFRIEND_COMMAND_KEY": load_key(relay.config.keys.dir, vid).decode()}
+    with (tmp_path / "agent.log").open("wb") as log:
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "agent.cli", "run", "--config", str(AGENT_CONFIG),
+             "--simulate", "plugged-in-at-home", "--speed", "30"],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        try:
+            bubble = page.locator("article[data-kind='charge.started']")
+            bubble.wait_for(timeout=60_000)
+            assert "Is that OK?" in bubble.inner_text()
+            bubble.get_by_role("button", name="Later").click()
+            page.wait_for_selector("article.bubble.me[data-status='completed']", timeout=60_000)
+            assert "Later" in page.locator("article.bubble.me").inner_text()
+            page.locator("article[data-kind='charge.scheduled']").wait_for(timeout=30_000)
+        finally:
+            agent.send_signal(signal.SIGTERM)
+            try:
+                agent.wait(20)
+            except subprocess.TimeoutExpired:
+                agent.kill()
