@@ -72,10 +72,9 @@ class Courier:
     def _settle(self) -> None:
         while self.acked:
             self._early.add(self.acked.popleft())
-        for mid in [m for m in self._early if m in self.inflight]:
-            seq, _ = self.inflight.pop(mid)
-            self.outbox.ack(seq)
-            self._early.discard(mid)
+        done = [m for m in self._early if m in self.inflight]
+        self.outbox.ack_many([self.inflight.pop(m)[0] for m in done])
+        self._early.difference_update(done)
         if len(self._early) > 1000:  # acks of messages sent by an earlier courier: forget them
             self._early.clear()
 
@@ -114,6 +113,6 @@ class Courier:
             self.pump()
             if not self.inflight and self.outbox.status()["queued_total"] == 0:
                 return 0
-            time.sleep(0.01)
+            time.sleep(0.002)
         self._settle()
         return int(self.outbox.status()["queued_total"])  # type: ignore[arg-type]

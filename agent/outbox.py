@@ -132,8 +132,16 @@ class SqliteOutbox:
         return [Entry(s, i, t, bytes(p), RANK_SEVERITY[r]) for s, i, t, p, r in rows if s not in exclude][:limit]
 
     def ack(self, seq: int) -> None:
+        self.ack_many([seq])
+
+    def ack_many(self, seqs: list[int]) -> None:
+        """Delete acknowledged messages, in one transaction (one fsync for a whole burst)."""
+        if not seqs:
+            return
         with self._lock:
-            self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+            self._db.execute("BEGIN")
+            self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+            self._db.execute("COMMIT")
 
     def counters(self) -> dict[str, int]:
         with self._lock:
