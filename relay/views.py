@@ -221,6 +221,6 @@ async def _form(request: Request) -> FormData:
 def _safe_next(value: object) -> str:
     """Only a local path: never an open redirect to another site."""
     if isinstance(value, str) and value.startswith("/") and not value.startswith("//") \
-            and "\\" not in value and len(value) < 200:
+            and "\\" not in value and len(value) < 200 and value.isprintable() and " " not in value:
         return value
     return "/"

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import jinja2
 from sqlalchemy.orm import Session, sessionmaker
@@ -149,7 +150,7 @@ async def on_server_error(request: Request, exc: Exception) -> Response:
 
 
 async def on_login_required(request: Request, _exc: Exception) -> Response:
-    return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+    return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
 
 
 def create_app(ctx: AppContext, secret: str) -> Starlette:

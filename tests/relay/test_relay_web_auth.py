@@ -167,3 +167,13 @@ def test_a_password_change_ends_existing_sessions(relay: Relay) -> None:
         set_password(s, "alice", "another-long-password")
     assert alice.get("/v/car-a").status_code == 303
     assert persona_message  # imported helpers used elsewhere
+
+
+@pytest.mark.parametrize("target", ["//evil.example/", "/\t/evil.example/", "https://evil.example/",
+                                    "/\\evil.example"])
+def test_login_never_redirects_to_another_site(relay: Relay, target: str) -> None:
+    client = httpx.Client(base_url=base_url(relay), timeout=10)
+    token = csrf_of(client.get("/login").text)
+    r = client.post("/login", data={"csrf": token, "username": "alice", "password": PASSWORD,
+                                    "next": target})
+    assert r.status_code == 303 and r.headers["location"] == "/"
