@@ -37,6 +37,11 @@ def _num(state: VehicleState, path: str, now: float) -> float | None:
     return value if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def _timer_armed(state: VehicleState, now: float) -> bool:
+    """A scheduled charging start is set (charging timer mode other than off)."""
+    return str(state.fresh(vss.TIMER_MODE, now) or "OFF").upper() not in ("OFF", "INACTIVE", "0")
+
+
 class ThresholdRule:
     """Fires when a value crosses a threshold (for for_s), then waits for the re-arm level.
 
@@ -169,7 +174,7 @@ class ChargeRule:
             data["added_kwh"] = round(max(0.0, soc - self.start_soc) * self.capacity_kwh / 100.0, 1)
         if soc is not None and soc >= limit - self.cfg.complete_margin_pct:
             return [Event("charge.completed", self.since, "info", data)]
-        if str(state.fresh(vss.TIMER_MODE, now) or "OFF").upper() not in ("OFF", "INACTIVE", "0"):
+        if _timer_armed(state, now):
             return []  # waiting for a scheduled start (e.g. the owner said "later"): not a fault
         if state.fresh(vss.CABLE_CONNECTED, now) is True:
             return [Event("charge.interrupted", self.since, "warning", data)]
@@ -259,7 +264,7 @@ class OffPeakRule:
         was, self.plugged = self.plugged, bool(plugged)
         if was is not False or not plugged or self.in_window(local(now, self.zone).time(), self.window):
             return []
-        if str(state.fresh(vss.TIMER_MODE, now) or "OFF").upper() not in ("OFF", "INACTIVE", "0"):
+        if _timer_armed(state, now):
             return []  # a scheduled start is already set: nothing to ask
         return [Event("charge.offpeak_question", now, "info", {"start": self.start})]
 
