@@ -60,6 +60,21 @@ sleep 2
 kill $SUB
 journalctl -u carfriend --no-pager -o short-monotonic > $J/journal.txt 2>&1
 
+# A config with a typo: the start fails with exit status 1, `systemctl status` says why in one
+# line, and systemd retries no faster than RestartSec=.
+printf '[Service]\nEnvironment=CARFRIEND_CAN__BITRAET=500000\n' > /etc/systemd/system/carfriend.service.d/typo.conf
+systemctl daemon-reload
+systemctl start carfriend; echo "$?" > $J/badstart.rc
+show bad
+sleep 30
+show bad-later
+SYSTEMD_COLORS=0 systemctl status --no-pager -n 5 carfriend > $J/status-bad.txt 2>&1
+journalctl -u carfriend --no-pager -n 20 -o cat > $J/journal-bad.txt 2>&1
+systemctl stop carfriend
+rm /etc/systemd/system/carfriend.service.d/typo.conf
+systemctl daemon-reload
+stamp bad-config
+
 sh scripts/uninstall.sh > $J/uninstall.log 2>&1; echo "$?" > $J/uninstall.rc
 { for p in /opt/carfriend /etc/systemd/system/carfriend.service /etc/carfriend /var/lib/carfriend; do
     [ -e "$p" ] && echo "present $p" || echo "absent $p"

@@ -93,6 +93,20 @@ def test_stop_is_clean_and_publishes_offline(run: GuestRun) -> None:
     assert "stopping:" in run.file("journal.txt"), "no counters line at stop"
 
 
+def test_a_config_typo_fails_the_start_with_its_reason_and_restarts_are_paced(run: GuestRun) -> None:
+    assert run.file("badstart.rc").strip() not in ("", "0"), run.explain()
+    bad = show(run, "bad")
+    assert bad["Result"] == "exit-code", bad
+    reason = "error: /etc/carfriend/carfriend.toml: [can] bitraet: Extra inputs are not permitted"
+    # In this guest `systemctl status` lists none of a unit's own stderr lines (even for a plain
+    # `sh -c 'echo >&2; exit 1'` unit), so the reason is checked in the unit's journal; the
+    # status output is kept in status-bad.txt.
+    assert reason in run.file("journal-bad.txt"), run.file("journal-bad.txt")
+    # Restart=on-failure with RestartSec=15: within 30 s systemd tries again, but at most twice.
+    retries = int(show(run, "bad-later")["NRestarts"]) - int(bad["NRestarts"])
+    assert 1 <= retries <= 2, (bad, show(run, "bad-later"))
+
+
 def test_uninstall_removes_the_agent_and_keeps_config_and_state(run: GuestRun) -> None:
     assert run.file("uninstall.rc").strip() == "0", run.explain()
     after = run.file("after-uninstall.txt").splitlines()
