@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -23,7 +24,8 @@ from agent.model import PersonaMessage
 log = logging.getLogger(__name__)
 
 CommandHandler = Callable[[str, bytes], None]
-SESSION_EXPIRY_S = 7 * 24 * 3600  # the broker keeps our subscriptions and queued commands a week
+SESSION_EXPIRY_S = 7 * 24 * 3600
+CONNACK_TIMEOUT_S = 10.0  # the broker keeps our subscriptions and queued commands a week
 
 
 def read_secret(name: str, inline: str | None, file: Path | None) -> str | None:
@@ -58,24 +60,48 @@ class PahoUplink:
         self.reconnected = threading.Event()  # the worker sends a full state snapshot then
         self._stopping = False
         self.status_topic = config.topic("status")
-        v5 = self.mqtt.protocol == "5"
-        client_id = (self.mqtt.client_id or f"carfriend-{config.vehicle.id}") + client_suffix
+        self.client_id = (self.mqtt.client_id or f"carfriend-{config.vehicle.id}") + client_suffix
         # The car's own session persists (queued commands wait for it); a tool's (replay,
         # flush, command) is clean, so it leaves nothing behind on the broker.
         self.persistent = presence
-        self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+        self.protocol = self.mqtt.protocol
+        self._connack_seen = False
+        self._v5_failures = 0
+        self.client = self._build_client()
+
+    def _build_client(self) -> mqtt.Client:
+        v5 = self.protocol == "5"
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
             clean_session=None if v5 else not self.persistent,
         )
+        self.client = client
         self._jitter_backoff()
-        self.client.max_inflight_messages_set(20)
+        client.max_inflight_messages_set(20)
         self._configure_auth()
-        if presence:
-            self.client.will_set(self.status_topic, "offline", qos=1, retain=True)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
+        if self.presence:
+            client.will_set(self.status_topic, "offline", qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    def _fall_back_to_311(self) -> None:
+        """The broker closes MQTT 5 connections before answering: speak 3.1.1 from now on."""
+        old = self.client
+        old.loop_stop()
+        sock = old.socket()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()  # the silent MQTT 5 connection
+        log.warning("MQTT broker %s:%s does not speak MQTT 5: falling back to 3.1.1",
+                    self.mqtt.host, self.mqtt.port)
+        self.protocol = "3.1.1"
+        new = self._build_client()
+        # keep what callers attached (the courier's on_publish, a tool's on_message/on_subscribe)
+        new.on_publish, new.on_subscribe, new.on_message = old.on_publish, old.on_subscribe, old.on_message
+        self.start()
 
     def _jitter_backoff(self) -> None:
         max_s = int(max(1, self.mqtt.reconnect_max_s))
@@ -109,7 +135,7 @@ class PahoUplink:
 
     def start(self) -> None:
         props = None
-        v5 = self.mqtt.protocol == "5"
+        v5 = self.protocol == "5"
         if v5 and self.persistent:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = SESSION_EXPIRY_S
@@ -120,11 +146,24 @@ class PahoUplink:
         except (OSError, ValueError) as exc:
             raise UplinkError(f"[mqtt] {self.mqtt.host}:{self.mqtt.port}: {exc}") from None
         self.client.loop_start()
+        if v5:
+            timer = threading.Timer(CONNACK_TIMEOUT_S, self._check_connack)
+            timer.daemon = True
+            timer.start()
+
+    def _check_connack(self) -> None:
+        """Connected at TCP level but no CONNACK: some 3.1.1-only brokers just stay silent."""
+        if self.protocol == "5" and not self._stopping and not self.connected.is_set() \
+                and self.client.socket() is not None:
+            self._fall_back_to_311()
 
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:
             log.warning("MQTT broker %s:%s refused the connection: %s", self.mqtt.host, self.mqtt.port, reason)
+            if self.protocol == "5" and "protocol" in str(reason).lower():
+                threading.Thread(target=self._fall_back_to_311, daemon=True).start()
             return
+        self._connack_seen, self._v5_failures = True, 0
         log.log(logging.INFO if self.presence else logging.DEBUG, "MQTT connected to %s:%s",
                 self.mqtt.host, self.mqtt.port)
         if self.presence:
@@ -135,6 +174,12 @@ class PahoUplink:
         self.connected.set()
 
     def _on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if not self._connack_seen and self.protocol == "5" and not self._stopping:
+            # Closed before any CONNACK (not refused at TCP level: that is on_connect_fail).
+            self._v5_failures += 1
+            if self._v5_failures == 2:
+                threading.Thread(target=self._fall_back_to_311, daemon=True).start()
+        self._connack_seen = False
         if self.connected.is_set() and not self._stopping:
             log.warning("MQTT disconnected (%s); reconnecting in the background", reason)
             self._jitter_backoff()
