@@ -142,6 +142,9 @@ class DtcRules(_Model):
     severity: Severity = "warning"
     # A code not broadcast as active for this long counts as cleared.
     clear_after_s: Annotated[float, Field(gt=0)] = 30.0
+    # Codes (or prefixes, e.g. "P0AA6" insulation fault, "P0A" the HV system) that are critical:
+    # their dtc.new is sent at once, through quiet hours and caps.
+    critical_codes: list[Annotated[str, Field(pattern=r"^[PCBU][0-9A-F]{0,4}")]] = Field(default_factory=list)
 
 
 class RulesConfig(_Model):

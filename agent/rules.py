@@ -235,7 +235,8 @@ class DtcRule:
         for code in sorted(active):
             last = self.announced.get(code)
             if last is None or now - last > self.REFIRE_AFTER_S:
-                events.append(Event("dtc.new", now, self.cfg.severity,
+                critical = any(code.startswith(p) for p in self.cfg.critical_codes)
+                events.append(Event("dtc.new", now, "critical" if critical else self.cfg.severity,
                                     {"code": code, "active": sorted(active)}, key=code))
             self.announced[code] = now
         self.deadline = (min(active.values()) + state.dtc_clear_after_s + 0.001) if active else NEVER

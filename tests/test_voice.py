@@ -169,3 +169,15 @@ def test_service_due_sends_the_dealer_what_it_needs_and_no_more() -> None:
     assert doc["days_to_service"] == 12 and doc["distance_to_service_km"] == 900
     assert set(doc) == {"id", "vehicle_id", "ts", "message_id", "dealer_id", "service_type", "odometer_km",
                         "days_to_service", "distance_to_service_km", "active_dtcs", "preferred_slots"}
+
+
+def test_a_critical_dtc_goes_through_quiet_hours() -> None:
+    p, out, _ = pipeline(QUIET | {"CARFRIEND_RULES__DTC_NEW__CRITICAL_CODES": '["P0AA6"]'})
+    from frames import message
+
+    for i, code in enumerate((0x0A80, 0x0AA6)):  # P0A80 (warning) and P0AA6 (critical) at 23:00
+        m = message(at("23:00") + i, "DTC_Broadcast", DTC_Code=code, DTC_Status="ACTIVE")
+        p.process(m.timestamp, m.arbitration_id, bytes(m.data))
+    assert [(m.kind, m.data["code"], m.severity) for m in out] == [("dtc.new", "P0AA6", "critical")]
+    p.tick(at("07:00", 1))
+    assert out[-1].kind == "digest" and "P0A80" in out[-1].text
