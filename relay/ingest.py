@@ -50,6 +50,8 @@ class InboundMessage(_Lenient):
 class InboundState(_Lenient):
     vehicle_id: Annotated[str, Field(pattern=VEHICLE_ID)] | None = None
     ts: datetime
+    # false: only the signals that changed, to apply on top of the last full snapshot.
+    full: bool = True
     signals: dict[Annotated[str, Field(max_length=200)], dict[str, Any]]
 
 

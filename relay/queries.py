@@ -94,7 +94,8 @@ class FleetRow:
     alerts: int
     dtcs: list[str]
     backlog: Any
-    oldest_unsent: Any
+    oldest_unsent_s: Any
+    dropped: Any
 
 
 @dataclass
@@ -117,11 +118,9 @@ def fleet(session: Session, user_id: int, now: datetime) -> FleetView:
     for v in vehicles:
         dtcs = active_dtcs(v.state)
         dtc_total.update(set(dtcs))
-        report = v.fleet or {}
-        rows.append(FleetRow(v, int(alerts.get(v.id, 0)), dtcs,
-                             _first(report, "outbox_backlog", "backlog", "outbox_pending"),
-                             _first(report, "outbox_oldest_age_s", "oldest_unsent_age_s",
-                                    "oldest_unsent_s", "outbox_oldest_ts", "oldest_unsent")))
+        health = outbox_health(v.fleet)
+        rows.append(FleetRow(v, int(alerts.get(v.id, 0)), dtcs, health.get("queued_total"),
+                             health.get("oldest_age_s"), _dropped(health.get("dropped"))))
     return FleetView(rows, online=sum(v.status == "online" for v in vehicles),
                      alerts=sum(r.alerts for r in rows), dtc_counts=dtc_total.most_common(20))
 
@@ -134,10 +133,19 @@ def active_dtcs(state: dict[str, Any] | None) -> list[str]:
     return []
 
 
-def _first(doc: dict[str, Any], *keys: str) -> Any:
-    for k in keys:
-        if k in doc and isinstance(doc[k], int | float | str):
-            return doc[k]
+def outbox_health(fleet: dict[str, Any] | None) -> dict[str, Any]:
+    """The agent's latest `outbox.status` report (docs/topics.md), leniently: {} when absent."""
+    doc = (fleet or {}).get("outbox.status")
+    health = doc.get("outbox") if isinstance(doc, dict) else None
+    if not isinstance(health, dict):
+        return {}
+    return {k: v for k, v in health.items() if isinstance(v, int | float | dict) and k in
+            ("queued_total", "oldest_age_s", "dropped")}
+
+
+def _dropped(value: Any) -> int | None:
+    if isinstance(value, dict):
+        return int(sum(v for v in value.values() if isinstance(v, int | float)))
     return None
 
 

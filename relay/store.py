@@ -42,13 +42,14 @@ class _Batch:
     """What one batch changes, collected first so each table gets one statement per batch."""
 
     messages: list[dict[str, Any]] = field(default_factory=list)
-    history: list[dict[str, Any]] = field(default_factory=list)
+    history_due: dict[str, datetime] = field(default_factory=dict)
     results: list[dict[str, Any]] = field(default_factory=list)
     appointments: list[dict[str, Any]] = field(default_factory=list)
     fleet_reports: list[dict[str, Any]] = field(default_factory=list)
-    state: dict[str, tuple[datetime, dict[str, Any]]] = field(default_factory=dict)
+    # vehicle -> (ts of the newest document, replaces the stored state?, signals to apply)
+    state: dict[str, tuple[datetime, bool, dict[str, Any]]] = field(default_factory=dict)
     status: dict[str, str] = field(default_factory=dict)
-    fleet: dict[str, dict[str, Any]] = field(default_factory=dict)
+    fleet: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     seen: set[str] = field(default_factory=set)
 
 
@@ -82,14 +83,16 @@ class Store:
     def _state(self, batch: _Batch, rec: Inbound, now: datetime) -> None:
         state: InboundState = rec.body
         ts = naive_utc(state.ts)
-        newest = batch.state.get(rec.vehicle_id)
-        if newest is None or newest[0] <= ts:
-            batch.state[rec.vehicle_id] = (ts, state.signals)
-        last = self._history_at.get(rec.vehicle_id)
-        if last is None or ts - last >= self._history_every:
-            self._history_at[rec.vehicle_id] = ts
-            batch.history.append(dict(vehicle_id=rec.vehicle_id, ts=ts, received_at=now,
-                                      signals=state.signals))
+        pending = batch.state.get(rec.vehicle_id)
+        if pending is None or pending[0] <= ts:
+            if state.full or pending is None:
+                batch.state[rec.vehicle_id] = (ts, state.full, dict(state.signals))
+            else:  # a delta on top of what this batch already has
+                batch.state[rec.vehicle_id] = (ts, pending[1], {**pending[2], **state.signals})
+            last = self._history_at.get(rec.vehicle_id)
+            if last is None or ts - last >= self._history_every:
+                self._history_at[rec.vehicle_id] = ts
+                batch.history_due[rec.vehicle_id] = ts
         batch.seen.add(rec.vehicle_id)
 
     def _status(self, batch: _Batch, rec: Inbound, now: datetime) -> None:
@@ -115,7 +118,9 @@ class Store:
     def _fleet(self, batch: _Batch, rec: Inbound, now: datetime) -> None:
         batch.fleet_reports.append(dict(vehicle_id=rec.vehicle_id, received_at=now,
                                         report=rec.body))
-        batch.fleet[rec.vehicle_id] = rec.body
+        # The latest report of each kind (outbox.status, outbox.dropped, ...).
+        kind = str(rec.body.get("kind") or "report")[:64]
+        batch.fleet.setdefault(rec.vehicle_id, {})[kind] = rec.body
         batch.seen.add(rec.vehicle_id)
 
 
@@ -123,24 +128,34 @@ def _write(session: Session, b: _Batch, now: datetime) -> None:
     _insert_ignore(session, Message, b.messages)
     _insert_ignore(session, Appointment, b.appointments)
     _insert_ignore(session, CommandResult, b.results)
-    if b.history:
-        session.execute(insert(StateRecord), b.history)
     if b.fleet_reports:
         session.execute(insert(FleetReport), b.fleet_reports)
-    for vid, (ts, signals) in b.state.items():
-        # An older snapshot arriving late does not replace a newer one.
-        session.execute(update(Vehicle).where(Vehicle.id == vid)
-                        .where((Vehicle.state_at.is_(None)) | (Vehicle.state_at <= ts))
-                        .values(state=signals, state_at=ts))
+    for vid, (ts, full, signals) in b.state.items():
+        _apply_state(session, b, vid, ts, full, signals, now)
     for vid, status in b.status.items():
         session.execute(update(Vehicle).where(Vehicle.id == vid)
                         .values(status=status, status_at=now))
-    for vid, report in b.fleet.items():
-        session.execute(update(Vehicle).where(Vehicle.id == vid).values(fleet=report, fleet_at=now))
+    for vid, reports in b.fleet.items():
+        vehicle = session.get(Vehicle, vid)
+        if vehicle is not None:
+            vehicle.fleet, vehicle.fleet_at = {**(vehicle.fleet or {}), **reports}, now
     for row in b.results:
         _advance_command(session, row, now)
     if b.seen:
         session.execute(update(Vehicle).where(Vehicle.id.in_(b.seen)).values(last_seen=now))
+
+
+def _apply_state(session: Session, b: _Batch, vid: str, ts: datetime, full: bool,
+                 signals: dict[str, Any], now: datetime) -> None:
+    """The latest state: a full snapshot replaces it, a delta is applied on top; an older
+    document arriving late changes nothing. History keeps the merged snapshot."""
+    vehicle = session.get(Vehicle, vid)
+    if vehicle is None or (vehicle.state_at is not None and vehicle.state_at > ts):
+        return
+    merged = signals if full else {**(vehicle.state or {}), **signals}
+    vehicle.state, vehicle.state_at = merged, ts
+    if vid in b.history_due:
+        session.add(StateRecord(vehicle_id=vid, ts=ts, received_at=now, signals=merged))
 
 
 def _advance_command(session: Session, row: dict[str, Any], now: datetime) -> None:

@@ -65,12 +65,25 @@ def populate(relay: Relay) -> None:
             grant(s, user, role, vehicle)
 
 
+@pytest.fixture(autouse=True)
+def cheap_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Still argon2id, with test-sized cost (the relay's default costs ~0.1 s per hash)."""
+    try:
+        from argon2 import PasswordHasher
+
+        import relay.auth
+    except ImportError:
+        return  # the relay extra is not installed: no server tests run
+    monkeypatch.setattr(relay.auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024,
+                                                              parallelism=1))
+
+
 @pytest.fixture
 def relay(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[Relay]:
     r = Relay(relay_config(tmp_path, mosquitto), live_poll_s=1.0)
     populate(r)
     r.start()
-    assert r.ingest.connected.wait(10), "relay did not connect to the broker"
+    assert r.ingest.connected.wait(30), "relay did not connect to the broker"
     yield r
     r.stop()
 

@@ -83,14 +83,48 @@ def test_state_status_results_appointments_and_fleet_reports_are_stored(
                    "dtcs": ["P0A80"], "preferred_slots": ["2026-12-01T09:00:00+09:00"]}
     car.publish("carfriend/v1/car-a/dealer/appointment", appointment)
     car.publish("carfriend/v1/car-a/dealer/appointment", appointment)  # a retry: same content
-    car.publish("carfriend/v1/car-a/fleet", {"outbox_backlog": 3, "dropped": 0, "new_field": [1]})
+    car.publish("carfriend/v1/car-a/fleet", {"kind": "outbox.status", "vehicle_id": "car-a",
+                                             "outbox": {"queued_total": 3, "oldest_age_s": 120.0,
+                                                        "dropped": {"info": 2, "warning": 0}},
+                                             "new_field": [1]})
     wait_until(lambda: count(relay, FleetReport) == 1, what="the fleet report")
     with relay.ctx.sessions() as s:
         v = s.get(Vehicle, "car-a")
         assert v is not None and v.status == "online" and v.last_seen is not None
         assert v.state is not None and v.state[soc]["value"] == 51
-        assert v.fleet == {"outbox_backlog": 3, "dropped": 0, "new_field": [1]}
-    assert count(relay, StateRecord, vehicle_id="car-a") == 2  # not the late, older one
+        assert v.fleet is not None and v.fleet["outbox.status"]["outbox"]["queued_total"] == 3
+    # At most one history row per vehicle per batch, never one for the late, older snapshot.
+    assert 1 <= count(relay, StateRecord, vehicle_id="car-a") <= 2
     assert count(relay, CommandResult, command_id="cmd-1") == 1
     assert count(relay, Command) == 0  # a result for a command this relay did not send
     assert count(relay, Appointment, vehicle_id="car-a") == 1
+
+
+def test_state_deltas_apply_on_top_of_the_last_full_snapshot(relay: Relay, car: CarPublisher) -> None:
+    soc, volts = "Vehicle.Powertrain.TractionBattery.StateOfCharge.Displayed", \
+        "Vehicle.LowVoltageBattery.CurrentVoltage"
+    car.publish("carfriend/v1/car-a/state", {"vehicle_id": "car-a", "ts": "2026-11-22T02:00:00Z",
+                                             "full": True, "signals": {
+        soc: {"value": 50.0, "stale": False}, volts: {"value": 12.4, "stale": False}}})
+    car.publish("carfriend/v1/car-a/state", {"vehicle_id": "car-a", "ts": "2026-11-22T02:00:05Z",
+                                             "full": False, "signals": {
+        soc: {"value": 50.5, "stale": False}}})
+    wait_until(lambda: relay.ingest.stored >= 2, what="both state documents")
+    with relay.ctx.sessions() as s:
+        v = s.get(Vehicle, "car-a")
+        assert v is not None and v.state is not None
+        assert v.state[soc]["value"] == 50.5 and v.state[volts]["value"] == 12.4
+        history = s.scalars(select(StateRecord).order_by(StateRecord.ts)).all()
+    assert history and all(set(h.signals) == {soc, volts} for h in history)  # merged snapshots
+
+
+def test_the_fleet_page_shows_the_agents_outbox_health(relay: Relay, car: CarPublisher) -> None:
+    from conftest import login
+
+    car.publish("carfriend/v1/car-b/fleet", {"kind": "outbox.status", "vehicle_id": "car-b",
+                                             "outbox": {"queued_total": 417, "oldest_age_s": 5400.0,
+                                                        "dropped": {"info": 7, "warning": 1}}})
+    wait_until(lambda: relay.ingest.stored >= 1, what="the fleet report")
+    page = login(relay, "olga").get("/fleet").text
+    row = page.split(">Other car<", 1)[1].split("</tr>", 1)[0]
+    assert "<td>417</td>" in row and "90 min" in row and "<td>8</td>" in row
