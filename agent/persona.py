@@ -22,6 +22,7 @@ FALLBACK_LOCALE = "en"
 # Every kind the agent can say; a catalog must have each (check-config says which are missing).
 KINDS = (
     "battery.low", "battery.critical", "battery.hot", "charge.started", "charge.started.no_eta",
+    "charge.started.no_question",
     "charge.completed", "charge.interrupted", "aux_battery.low", "service.due", "dtc.new",
     "charge.scheduled", "digest", "digest.suppressed", "summary.daily", "summary.daily.charging",
     "reminder.plug_in", "charge.offpeak_question",
@@ -171,6 +172,8 @@ def _text_kind(event: Event) -> str:
     d = event.data
     if event.kind == "charge.started" and "eta" not in d:
         return "charge.started.no_eta"
+    if event.kind == "charge.started" and d.get("offpeak_asked"):
+        return "charge.started.no_question"
     if event.kind == "digest" and d.get("suppressed"):
         return "digest.suppressed"
     if event.kind == "summary.daily" and "eta" in d:

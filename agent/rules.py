@@ -98,6 +98,7 @@ class ChargeRule:
         self.start_soc: float | None = None
         self.power = Ewma(30.0)
         self.deadline = NEVER
+        self.offpeak: OffPeakRule | None = None  # set by build_rules when both exist
 
     def evaluate(self, state: VehicleState, now: float) -> list[Event]:
         charging = state.fresh(vss.IS_CHARGING, now)
@@ -146,6 +147,9 @@ class ChargeRule:
             data["eta_source"] = source
         if self.power.value is not None:
             data["power_kw"] = round(self.power.value, 1)
+        asked = self.offpeak.asked_at if self.offpeak is not None else None
+        if asked is not None and self.since - 600 <= asked <= now:
+            data["offpeak_asked"] = True  # the owner was just asked whether to wait: no second question
         return [Event("charge.started", now, "info", data)]
 
     def _eta_s(self, state: VehicleState, now: float, soc: float | None,
@@ -256,6 +260,7 @@ class OffPeakRule:
         self.zone = config.vehicle.timezone
         self.inputs = frozenset({vss.CABLE_CONNECTED, vss.TIMER_MODE})
         self.plugged: bool | None = None
+        self.asked_at: float | None = None  # the charge rule does not ask a second question
         self.deadline = NEVER
 
     def evaluate(self, state: VehicleState, now: float) -> list[Event]:
@@ -267,6 +272,7 @@ class OffPeakRule:
             return []
         if _timer_armed(state, now):
             return []  # a scheduled start is already set: nothing to ask
+        self.asked_at = now
         return [Event("charge.offpeak_question", now, "info", {"start": self.start})]
 
 
@@ -298,6 +304,9 @@ def build_rules(config: AgentConfig, mapped: frozenset[str]) -> tuple[list[Rule]
             notes.append(f"[rules] {name}: off, no mapping for {' or '.join(needs)}")
             continue
         rules.append(make())
+    charge = next((r for r in rules if isinstance(r, ChargeRule)), None)
+    if charge is not None:
+        charge.offpeak = next((r for r in rules if isinstance(r, OffPeakRule)), None)
     return rules, notes
 
 

@@ -57,6 +57,8 @@ def event_data(kind: str, locale: str) -> dict[str, Any]:
         "battery.hot": {"temperature_c": 52.4, "since": NOW - 5},
         "charge.started": {"soc": 17.0, "limit": 90.0, "started_at": NOW - 20, "eta": eta_tomorrow},
         "charge.started.no_eta": {"soc": 17.0, "limit": 90.0, "started_at": NOW - 20},
+        "charge.started.no_question": {"soc": 17.0, "limit": 90.0, "started_at": NOW - 20, "eta": eta_tomorrow,
+                                       "offpeak_asked": True},
         "charge.completed": {"soc": 90.0, "limit": 90.0, "added_kwh": 46.7},
         "charge.interrupted": {"soc": 54.3, "limit": 90.0, "added_kwh": 23.6},
         "aux_battery.low": {"voltage_v": 11.5, "since": NOW - 60},
@@ -76,7 +78,8 @@ def event_data(kind: str, locale: str) -> dict[str, Any]:
 
 # Catalog entries the persona picks by what the event's data holds (no ETA, repeats left out,
 # still charging at summary time), and the event kind they say.
-VARIANT_OF = {"charge.started.no_eta": "charge.started", "digest.suppressed": "digest",
+VARIANT_OF = {"charge.started.no_eta": "charge.started", "charge.started.no_question": "charge.started",
+              "digest.suppressed": "digest",
               "summary.daily.charging": "summary.daily"}
 
 
@@ -257,4 +260,8 @@ def test_replay_with_japanese_locale_prints_every_message_in_japanese_in_tokyo_t
     eta = datetime.fromisoformat(started["data"]["eta"].replace("Z", "+00:00")).astimezone(ZONE)
     clock = f"午後{eta.hour - 12}時" + (f"{eta.minute}分" if eta.minute else "")
     assert eta.hour >= 12 and clock in started["text"], started["text"]  # ~19:07 JST, not 10:07 UTC
-    assert started["question"] == ["ok", "later"] and started["text"].count("か？") == 1
+    # plugged in at 18:10, peak time: the owner was just asked whether to wait for 23:00, so
+    # charge.started says its ETA without a second question
+    asked = messages[kinds.index("charge.offpeak_question")]
+    assert asked["question"] == ["yes", "no"] and asked["text"].count("か？") == 1
+    assert started["question"] is None and "か？" not in started["text"]
