@@ -111,8 +111,8 @@ class Courier:
         self.uplink.connected.wait(timeout)
         while time.monotonic() < deadline:
             self.pump()
-            if not self.inflight and self.outbox.status()["queued_total"] == 0:
+            if not self.inflight and self.outbox.queued_total() == 0:
                 return 0
             time.sleep(0.002)
         self._settle()
-        return int(self.outbox.status()["queued_total"])  # type: ignore[arg-type]
+        return self.outbox.queued_total()

@@ -131,6 +131,10 @@ class SqliteOutbox:
                 (limit + len(exclude),)).fetchall()
         return [Entry(s, i, t, bytes(p), RANK_SEVERITY[r]) for s, i, t, p, r in rows if s not in exclude][:limit]
 
+    def queued_total(self) -> int:
+        with self._lock:
+            return self._count()
+
     def ack(self, seq: int) -> None:
         self.ack_many([seq])
 

@@ -43,7 +43,7 @@ def cmd_flush(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.config}: [mqtt] host: no broker configured to flush to")
     outbox = open_outbox(config)
     try:
-        before = int(outbox.status()["queued_total"])  # type: ignore[arg-type]
+        before = outbox.queued_total()
         left = drain(config, outbox, args.timeout)
     finally:
         outbox.close()

@@ -54,6 +54,7 @@ class PahoUplink:
         self.mqtt: MqttConfig = config.mqtt
         if not self.mqtt.host:
             raise UplinkError("[mqtt] host: no broker configured")
+        self.host: str = self.mqtt.host
         self.presence = presence
         self.on_command = on_command
         self.connected = threading.Event()
@@ -141,7 +142,7 @@ class PahoUplink:
             props.SessionExpiryInterval = SESSION_EXPIRY_S
         clean_start: Any = (not self.persistent) if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY
         try:
-            self.client.connect_async(self.mqtt.host, self.mqtt.port, keepalive=self.mqtt.keepalive_s,
+            self.client.connect_async(self.host, self.mqtt.port, keepalive=self.mqtt.keepalive_s,
                                       clean_start=clean_start, properties=props)
         except (OSError, ValueError) as exc:
             raise UplinkError(f"[mqtt] {self.mqtt.host}:{self.mqtt.port}: {exc}") from None
@@ -187,7 +188,7 @@ class PahoUplink:
 
     def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
         if self.on_command is not None:
-            self.on_command(msg.topic, msg.payload)
+            self.on_command(msg.topic, bytes(msg.payload))
 
     def publish(self, leaf: str, payload: str | bytes, *, retain: bool = False, qos: int | None = None) -> mqtt.MQTTMessageInfo:
         return self.client.publish(self.config.topic(leaf), payload, qos=self.mqtt.qos if qos is None else qos,

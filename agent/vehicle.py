@@ -6,6 +6,7 @@ import argparse
 import difflib
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,8 +87,8 @@ def load_vehicle(config: AgentConfig) -> Vehicle:
     stale_after: dict[str, float] = {}
     if databases:
         builder = _PlanBuilder(config, databases, where)
-        for path, mapping in config.mappings().items():
-            builder.add(path, mapping)
+        for vss_path, mapping in config.mappings().items():
+            builder.add(vss_path, mapping)
         problems.extend(builder.problems)
         plans, stale_after = builder.plans, builder.stale_after
     if problems:
@@ -313,7 +314,7 @@ def _signal_bits(signal: Signal) -> int:
     return mask
 
 
-def _hint(name: str, known: dict[str, object]) -> str:
+def _hint(name: str, known: Mapping[str, object]) -> str:
     close = difflib.get_close_matches(name, list(known), n=1)
     return f' (did you mean "{close[0]}"?)' if close else ""
 
