@@ -42,7 +42,9 @@ class _Batch:
     """What one batch changes, collected first so each table gets one statement per batch."""
 
     messages: list[dict[str, Any]] = field(default_factory=list)
-    history_due: dict[str, datetime] = field(default_factory=dict)
+    # vehicle -> [(ts, is a full snapshot, the batch's signals at that time)], at most one per
+    # state_history_min_interval_s of event time
+    history: dict[str, list[tuple[datetime, bool, dict[str, Any]]]] = field(default_factory=dict)
     results: list[dict[str, Any]] = field(default_factory=list)
     appointments: list[dict[str, Any]] = field(default_factory=list)
     fleet_reports: list[dict[str, Any]] = field(default_factory=list)
@@ -92,7 +94,8 @@ class Store:
             last = self._history_at.get(rec.vehicle_id)
             if last is None or ts - last >= self._history_every:
                 self._history_at[rec.vehicle_id] = ts
-                batch.history_due[rec.vehicle_id] = ts
+                _ts, full, signals = batch.state[rec.vehicle_id]
+                batch.history.setdefault(rec.vehicle_id, []).append((ts, full, dict(signals)))
         batch.seen.add(rec.vehicle_id)
 
     def _status(self, batch: _Batch, rec: Inbound, now: datetime) -> None:
@@ -152,10 +155,13 @@ def _apply_state(session: Session, b: _Batch, vid: str, ts: datetime, full: bool
     vehicle = session.get(Vehicle, vid)
     if vehicle is None or (vehicle.state_at is not None and vehicle.state_at > ts):
         return
-    merged = signals if full else {**(vehicle.state or {}), **signals}
-    vehicle.state, vehicle.state_at = merged, ts
-    if vid in b.history_due:
-        session.add(StateRecord(vehicle_id=vid, ts=ts, received_at=now, signals=merged))
+    before = vehicle.state or {}
+    for h_ts, h_full, h_signals in b.history.get(vid, ()):
+        if vehicle.state_at is None or h_ts >= vehicle.state_at:
+            session.add(StateRecord(vehicle_id=vid, ts=h_ts, received_at=now,
+                                    signals=h_signals if h_full else {**before, **h_signals}))
+    vehicle.state = signals if full else {**before, **signals}
+    vehicle.state_at = ts
 
 
 def _advance_command(session: Session, row: dict[str, Any], now: datetime) -> None:
