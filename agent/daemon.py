@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
 import signal
@@ -143,11 +144,16 @@ class Agent:
     def _reopen_bus(self) -> None:
         if self.stop_requested.wait(self.config.can.reconnect_s):
             return
+        # python-can logs its own ERROR on every failed open; we said "lost" once already
+        can_log = logging.getLogger("can")
+        level, can_log.level = can_log.level, logging.CRITICAL
         try:
             self.bus = self.bus_factory(self.config, self.vehicle.can_filters())
         except SourceError as exc:
             log.debug("bus still unavailable: %s", exc)
             return
+        finally:
+            can_log.setLevel(level)
         log.info("CAN bus %s %s is back", self.config.can.interface, self.config.can.channel)
         self.notifier.status(f"reading {self.config.can.interface} {self.config.can.channel}")
 
@@ -253,7 +259,11 @@ class Agent:
         self.config, self.vehicle = config, vehicle
         self.pipeline = self._new_pipeline(vehicle)
         self.pipeline.adopt(old)
-        self._close_bus()  # reopened with the new interface and filters on the next loop
+        self._close_bus()
+        try:  # the new interface and filters, at once
+            self.bus = self.bus_factory(self.config, self.vehicle.can_filters())
+        except SourceError as exc:
+            log.error("after reload: %s; retrying every %g s", exc, self.config.can.reconnect_s)
         log.info("config reloaded from %s", self.config_path)
         self.notifier.ready("config reloaded")
 
@@ -302,14 +312,21 @@ def install_signal_handlers(agent: Agent) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    config = load_config(args.config, dbc_override=args.dbc)
-    if args.simulate:
-        from agent.simulate import run_simulated
+    faulthandler.enable()  # a watchdog SIGABRT writes the hung thread's stack to the journal
+    try:
+        config = load_config(args.config, dbc_override=args.dbc)
+        if args.simulate:
+            from agent.simulate import run_simulated
 
-        return run_simulated(config, args)
-    agent = Agent(config, config_path=args.config, dbc_override=args.dbc)
-    install_signal_handlers(agent)
-    return agent.run()
+            return run_simulated(config, args)
+        agent = Agent(config, config_path=args.config, dbc_override=args.dbc)
+        install_signal_handlers(agent)
+        return agent.run()
+    except CarfriendError as exc:
+        # `systemctl status` shows STATUS= even where the journal lines are not at hand
+        first = exc.problems[0] if isinstance(exc, ConfigError) else str(exc)
+        SystemdNotifier().status(f"failed to start: {first}")
+        raise
 
 
 def state_json(agent: Agent) -> str:

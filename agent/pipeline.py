@@ -128,6 +128,8 @@ class Pipeline:
         if old.vehicle.config.rules == self.vehicle.config.rules:
             self.engine = old.engine  # same rules: keep their latches, nothing fires twice
         self.messages = old.messages
+        d, o = self.decoder, old.decoder  # the counters run on across a reload
+        d.frames, d.decoded, d.unchanged, d.drops = o.frames, o.decoded, o.unchanged, o.drops
 
     def counters(self) -> dict[str, Any]:
         d = self.decoder
