@@ -317,8 +317,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
     """Apply CARFRIEND_<SECTION>__<KEY>[__<KEY>...] variables onto the raw TOML tree."""
     for name, text in environ.items():
-        if not name.startswith(ENV_PREFIX) or "__" not in name:
-            continue
+        if not name.startswith(ENV_PREFIX) or "__" not in name or name.startswith("CARFRIEND_RELAY_"):
+            continue  # CARFRIEND_RELAY_*: the relay's own settings
         keys = [k.lower() for k in name[len(ENV_PREFIX):].split("__")]
         node = raw
         for key in keys[:-1]:

@@ -130,3 +130,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     with open_db(_config(args)) as s:
         print("\n".join(listing(s)))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`carfriend-relay ...` is `carfriend relay ...`."""
+    import sys
+
+    from agent.cli import main as carfriend_main
+
+    return carfriend_main(["relay", *(sys.argv[1:] if argv is None else argv)])

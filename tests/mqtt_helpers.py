@@ -50,8 +50,9 @@ class Mosquitto:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Mosquitto:
-        log = self.log.open("ab")
-        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf), "-v"], stdout=log, stderr=log)
+        self._logfile = self.log.open("ab")
+        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf), "-v"], stdout=self._logfile,
+                                     stderr=self._logfile)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -72,6 +73,9 @@ class Mosquitto:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+        if getattr(self, "_logfile", None) is not None:
+            self._logfile.close()
+            self._logfile = None
 
     def close(self) -> None:
         self.stop()
