@@ -80,10 +80,12 @@ class _SimulatedTimeAscWriter(can.ASCWriter):
 
     def __init__(self, path: Path, start_ts: float) -> None:
         super().__init__(path)
+        # Rewrite the whole header: python-can's `date` line has unpadded milliseconds of the
+        # wall clock (".5" or ".123"), so overwriting just that line in place leaves debris.
         self.file.seek(0)
+        self.file.truncate()
         header = self._format_header_datetime(datetime.fromtimestamp(start_ts))
-        self.file.write(f"date {header}\n")
-        self.file.seek(0, 2)
+        self.file.write(f"date {header}\nbase hex  timestamps absolute\ninternal events logged\n")
 
 
 def open_bus(interface: str, channel: str | None, **options: Any) -> can.BusABC:
