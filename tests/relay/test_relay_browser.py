@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import PASSWORD, CarPublisher, base_url
+from relay_testkit import PASSWORD, CarPublisher, base_url
 from responder import StandInCar
 
 from relay.admin import add_vehicles, grant

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import CarPublisher, SseReader, csrf_of, login, wait_until
+from relay_testkit import CarPublisher, SseReader, csrf_of, login, wait_until
 from responder import StandInCar
 from sqlalchemy import select
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import SseReader, csrf_of, login, wait_until
+from relay_testkit import SseReader, csrf_of, login, wait_until
 from sqlalchemy import select
 
 from relay.admin import add_vehicles, grant

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import CarPublisher, persona_message, wait_until
+from relay_testkit import CarPublisher, login, persona_message, wait_until
 from sqlalchemy import func, select
 
 from relay.models import (
@@ -118,8 +118,6 @@ def test_state_deltas_apply_on_top_of_the_last_full_snapshot(relay: Relay, car: 
 
 
 def test_the_fleet_page_shows_the_agents_outbox_health(relay: Relay, car: CarPublisher) -> None:
-    from conftest import login
-
     car.publish("carfriend/v1/car-b/fleet", {"kind": "outbox.status", "vehicle_id": "car-b",
                                              "outbox": {"queued_total": 417, "oldest_age_s": 5400.0,
                                                         "dropped": {"info": 7, "warning": 1}}})

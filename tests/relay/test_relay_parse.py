@@ -6,9 +6,9 @@ import contextlib
 import json
 
 import pytest
-from conftest import persona_message
 from hypothesis import given
 from hypothesis import strategies as st
+from relay_testkit import persona_message
 
 from relay.ingest import Dropped, parse, parse_topic
 

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import CarPublisher, persona_message, relay_config, wait_until
 from mqtt_helpers import Mosquitto
+from relay_testkit import CarPublisher, persona_message, relay_config, wait_until
 from sqlalchemy import func, select
 
 from relay.admin import add_vehicles

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from conftest import PASSWORD, CarPublisher, base_url, csrf_of, login, persona_message, wait_until
+from relay_testkit import (
+    PASSWORD,
+    CarPublisher,
+    base_url,
+    csrf_of,
+    login,
+    persona_message,
+    wait_until,
+)
 
 from relay.server import Relay
 

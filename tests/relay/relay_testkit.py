@@ -1,0 +1,196 @@
+"""Relay test fixtures: an in-process relay against the real Mosquitto fixture, users, a publisher
+that speaks the agent's wire format, and logged-in HTTP clients."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import paho.mqtt.client as mqtt
+import pytest
+from mqtt_helpers import Mosquitto, free_port
+
+# tests/relay has no __init__.py, so its folder could shadow the project's `relay` package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from relay.config import RelayConfig, load_config  # noqa: E402
+
+try:
+    from relay.admin import add_user, add_vehicles, grant
+    from relay.server import Relay
+except ImportError as exc:  # the relay extra is not installed: only the pure tests run
+    print(f"tests/relay: {exc.name} missing (pip install -e '.[relay]'): relay server tests skipped")
+    collect_ignore = [f"test_relay_{name}.py" for name in (
+        "ingest", "web_auth", "commands", "restart", "e2e_agent", "browser")]
+    Relay = Any  # type: ignore[misc,assignment]
+
+PASSWORD = "correct-horse-battery"
+MESSAGE_NS = uuid.UUID("6f1d1c2e-6a53-5c3e-9f0a-2b8c7d0e4a11")
+
+
+def relay_config(tmp: Path, broker: Mosquitto, **sections: dict[str, Any]) -> RelayConfig:
+    """A config file in tmp pointing at the broker; returns the loaded config."""
+    raw = {"mqtt": {"host": broker.host, "port": broker.port,
+                    "client_id": f"relay-{uuid.uuid4().hex[:8]}"},
+           "web": {"host": "127.0.0.1", "port": free_port()},
+           "ingest": {"state_history_min_interval_s": 0}}
+    for name, values in sections.items():
+        raw.setdefault(name, {}).update(values)
+    lines = []
+    for section, values in raw.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+    path = tmp / "relay.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return load_config(path, environ={})
+
+
+def populate(relay: Relay) -> None:
+    """Two owners' cars, family, a dealer and an operator (the same password for all)."""
+    with relay.ctx.sessions() as s:
+        add_vehicles(s, relay.config, ["car-a"], name="Pre-boy", generate_key=True)
+        add_vehicles(s, relay.config, ["car-b"], name="Other car", generate_key=True)
+        add_vehicles(s, relay.config, ["car-pub"], name="Public car", public_feed=True)
+        for user, role, vehicle in (("alice", "owner", "car-a"), ("fay", "family", "car-a"),
+                                    ("bob", "owner", "car-b"), ("dan", "dealer", "car-a"),
+                                    ("olga", "operator", None)):
+            add_user(s, user, PASSWORD)
+            grant(s, user, role, vehicle)
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Still argon2id, with test-sized cost (the relay's default costs ~0.1 s per hash)."""
+    try:
+        from argon2 import PasswordHasher
+
+        import relay.auth
+    except ImportError:
+        return  # the relay extra is not installed: no server tests run
+    monkeypatch.setattr(relay.auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024,
+                                                              parallelism=1))
+
+
+@pytest.fixture
+def relay(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[Relay]:
+    r = Relay(relay_config(tmp_path, mosquitto), live_poll_s=1.0)
+    populate(r)
+    r.start()
+    assert r.ingest.connected.wait(30), "relay did not connect to the broker"
+    yield r
+    r.stop()
+
+
+def base_url(relay: Relay) -> str:
+    return f"http://127.0.0.1:{relay.config.web.port}"
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" (?:content|value)="([^"]+)"', html)
+    assert found, "no CSRF token on the page"
+    return found.group(1)
+
+
+def login(relay: Relay, username: str, password: str = PASSWORD) -> httpx.Client:
+    client = httpx.Client(base_url=base_url(relay), timeout=10)
+    token = csrf_of(client.get("/login").text)
+    r = client.post("/login", data={"csrf": token, "username": username, "password": password})
+    assert r.status_code == 303, r.text
+    return client
+
+
+class CarPublisher:
+    """Publishes what an agent publishes (test stand-in until the agent drives these tests)."""
+
+    def __init__(self, broker: Mosquitto, client_id: str | None = None) -> None:
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                  client_id=client_id or f"car-{uuid.uuid4().hex[:8]}",
+                                  protocol=mqtt.MQTTv5)
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+
+    def publish(self, topic: str, payload: bytes | str | dict[str, Any], retain: bool = False,
+                wait: bool = True) -> None:
+        body = json.dumps(payload) if isinstance(payload, dict) else payload
+        info = self.client.publish(topic, body, qos=1, retain=retain)
+        if wait:
+            info.wait_for_publish(10)
+
+    def message(self, vehicle_id: str, kind: str = "battery.low", **fields: Any) -> dict[str, Any]:
+        msg = persona_message(vehicle_id, kind, **fields)
+        self.publish(f"carfriend/v1/{vehicle_id}/messages", msg)
+        return msg
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def persona_message(vehicle_id: str, kind: str = "battery.low", ts: float | None = None,
+                    **fields: Any) -> dict[str, Any]:
+    """A message shaped like agent.model.PersonaMessage (same uuid5 id scheme)."""
+    ts = time.time() if ts is None else ts
+    msg = {"id": str(uuid.uuid5(MESSAGE_NS, f"{vehicle_id}/{kind}/{round(ts * 1e6)}")),
+           "vehicle_id": vehicle_id,
+           "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z",
+           "kind": kind, "severity": "warning", "visibility": "private",
+           "text": f"{kind} from {vehicle_id}", "locale": "en", "persona": "Pre-boy",
+           "question": None, "data": {}}
+    msg.update(fields)
+    return msg
+
+
+@pytest.fixture
+def car(mosquitto: Mosquitto) -> Iterator[CarPublisher]:
+    pub = CarPublisher(mosquitto)
+    yield pub
+    pub.close()
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class SseReader:
+    """Reads a server-sent event stream in a thread; events as (event, data) tuples."""
+
+    def __init__(self, client: httpx.Client, path: str) -> None:
+        self.events: list[tuple[str, str]] = []
+        self._client = client
+        self._path = path
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        event, data = "message", []
+        with self._client.stream("GET", self._path, timeout=None) as r:
+            for line in r.iter_lines():
+                if self._stop.is_set():
+                    return
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: "):
+                    data.append(line[6:])
+                elif line == "" and data:
+                    self.events.append((event, "\n".join(data)))
+                    event, data = "message", []
+
+    def of(self, event: str) -> list[str]:
+        return [d for e, d in list(self.events) if e == event]
+
+    def close(self) -> None:
+        self._stop.set()
