@@ -80,6 +80,7 @@ class Printer:
         self.client.subscribe(topic, qos=1)
         self.client.loop_start()
         self._last_state = 0.0
+        self.signals: dict[str, Any] = {}  # deltas applied on top of the last full snapshot
 
     def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
         leaf = msg.topic.rsplit("/", 1)[-1]
@@ -90,12 +91,18 @@ class Printer:
             print(f"\n{msg.topic}  [{m['ts']}] {m['kind']} ({m['severity']})\n  {m['text']}{data}", flush=True)
         elif leaf == "status":
             print(f"{msg.topic}  {msg.payload.decode()}", flush=True)
-        elif leaf == "state" and time.monotonic() - self._last_state > 5:
+        elif leaf == "state":
+            doc = json.loads(msg.payload)
+            if doc.get("full"):
+                self.signals = {}
+            self.signals.update(doc["signals"])
+            if time.monotonic() - self._last_state <= 5:
+                return
             self._last_state = time.monotonic()
-            sig = json.loads(msg.payload)["signals"]
+            sig = self.signals
             soc = sig.get("Vehicle.Powertrain.TractionBattery.StateOfCharge.Displayed", {}).get("value")
             lv = sig.get("Vehicle.LowVoltageBattery.CurrentVoltage", {}).get("value")
-            print(f"{msg.topic}  (retained) SOC {soc} %, 12 V {lv} V, {len(sig)} signals", flush=True)
+            print(f"{msg.topic}  SOC {soc} %, 12 V {lv} V, {len(sig)} signals", flush=True)
 
     def stop(self) -> None:
         self.client.loop_stop()
