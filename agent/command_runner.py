@@ -20,7 +20,7 @@ import can
 from cantools.database.can import Message
 
 from agent.commands import Command, interlock, parse, read_id
-from agent.config import AgentConfig, CommandFrame
+from agent.config import AgentConfig, CommandFrame, read_secret
 from agent.errors import CommandError, ConfigError
 from agent.model import PersonaMessage
 from agent.state import VehicleState
@@ -34,23 +34,13 @@ NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._-")
 
 def read_command_key(config: AgentConfig) -> bytes | None:
     """The vehicle's command key: systemd credential, then [commands] key_file, then env."""
-    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
-    candidates = [Path(cred_dir) / "command-key"] if cred_dir else []
-    if config.commands.key_file is not None:
-        candidates.append(config.commands.key_file)
-    for path in candidates:
-        if path.is_file():
-            try:
-                key = path.read_text().strip().encode()
-            except OSError as exc:
-                raise ConfigError(f"{path}: cannot read the command key: {exc.strerror}") from None
-            if len(key) < 16:
-                raise ConfigError(f"{path}: the command key is shorter than 16 characters")
-            return key
-    if config.commands.key_file is not None:
-        raise ConfigError(f"[commands] key_file: {config.commands.key_file}: no such file")
-    env = os.environ.get("CARFRIEND_COMMAND_KEY")
-    return env.strip().encode() if env and env.strip() else None
+    env = os.environ.get("CARFRIEND_COMMAND_KEY", "").strip() or None
+    key, source = read_secret("command-key", env, config.commands.key_file)
+    if not key:
+        return None
+    if len(key) < 16:
+        raise ConfigError(f"{source}: the command key is shorter than 16 characters")
+    return key.encode()
 
 
 class CommandMemory:

@@ -303,6 +303,25 @@ def load_config(path: Path | str, *, dbc_override: list[Path] | None = None,
     return _resolve_paths(config, path)
 
 
+def credential(name: str) -> Path | None:
+    """A systemd credential (LoadCredential=name:...) of this service, if it has one."""
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    path = Path(directory) / name if directory else None
+    return path if path is not None and path.is_file() else None
+
+
+def read_secret(name: str, inline: str | None, file: Path | None) -> tuple[str | None, str]:
+    """A secret and where it came from: systemd credential `name`, else `file`, else `inline`
+    (a config or environment value). The secret is never part of an error message."""
+    for path in (credential(name), file):
+        if path is not None:
+            try:
+                return path.read_text().strip(), str(path)
+            except OSError as exc:
+                raise ConfigError(f"{path}: cannot read {name}: {exc.strerror or exc}") from None
+    return inline, "the environment or config"
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")

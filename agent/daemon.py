@@ -328,6 +328,3 @@ def cmd_run(args: argparse.Namespace) -> int:
         SystemdNotifier().status(f"failed to start: {first}")
         raise
 
-
-def state_json(agent: Agent) -> str:
-    return json.dumps(agent.pipeline.state.snapshot(agent.config.vehicle.id))

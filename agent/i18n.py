@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 
@@ -47,16 +47,3 @@ def local(ts: float, zone: str) -> datetime:
 def format_number(value: float, locale: str, decimals: int = 0) -> str:
     """Grouped thousands; the same for en and ja ('1,234.5')."""
     return f"{value:,.{decimals}f}"
-
-
-def format_duration(seconds: float, locale: str) -> str:
-    minutes = max(0, round(seconds / 60))
-    hours, minutes = divmod(minutes, 60)
-    if locale == "ja":
-        return (f"{hours}時間" if hours else "") + (f"{minutes}分" if minutes or not hours else "")
-    parts = ([f"{hours} h"] if hours else []) + ([f"{minutes} min"] if minutes or not hours else [])
-    return " ".join(parts)
-
-
-def day_delta(a: float, b: float, zone: str) -> int:
-    return (local(b, zone).date() - local(a, zone).date()) // timedelta(days=1)

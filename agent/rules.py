@@ -87,10 +87,9 @@ class ChargeRule:
 
     IDLE, STARTING, CHARGING, STOPPING = range(4)
 
-    def __init__(self, config: AgentConfig, mapped: frozenset[str]) -> None:
+    def __init__(self, config: AgentConfig) -> None:
         self.cfg = config.rules.charging
         self.capacity_kwh = config.vehicle.battery_capacity_kwh
-        self.mapped = mapped
         self.inputs = frozenset({vss.IS_CHARGING, vss.SOC, vss.CHARGE_POWER, vss.PACK_POWER, vss.TIME_TO_COMPLETE,
                                  vss.TIMER_MODE})
         self.phase = self.IDLE
@@ -288,7 +287,7 @@ def build_rules(config: AgentConfig, mapped: frozenset[str]) -> tuple[list[Rule]
             "battery.hot", vss.PACK_TEMP, r.battery_hot, below=False, data_name="temperature_c")),
         (r.aux_battery_low.enabled, [vss.AUX_VOLTAGE], lambda: ThresholdRule(
             "aux_battery.low", vss.AUX_VOLTAGE, r.aux_battery_low, below=True, data_name="voltage_v")),
-        (r.charging.enabled, [vss.IS_CHARGING], lambda: ChargeRule(config, mapped)),
+        (r.charging.enabled, [vss.IS_CHARGING], lambda: ChargeRule(config)),
         (r.service_due.enabled, [vss.TIME_TO_SERVICE, vss.DISTANCE_TO_SERVICE], lambda: ServiceRule(config)),
         (r.dtc_new.enabled, [vss.DTC_LIST], lambda: DtcRule(config)),
         (config.vehicle.offpeak_window is not None, [vss.CABLE_CONNECTED], lambda: OffPeakRule(config)),

@@ -5,19 +5,17 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import random
 import ssl
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent.config import AgentConfig, MqttConfig
+from agent.config import AgentConfig, MqttConfig, credential, read_secret
 from agent.errors import UplinkError
 from agent.model import PersonaMessage
 
@@ -26,19 +24,6 @@ log = logging.getLogger(__name__)
 CommandHandler = Callable[[str, bytes], None]
 SESSION_EXPIRY_S = 7 * 24 * 3600
 CONNACK_TIMEOUT_S = 10.0  # the broker keeps our subscriptions and queued commands a week
-
-
-def read_secret(name: str, inline: str | None, file: Path | None) -> str | None:
-    """A secret from, in order: systemd's credential directory, a file, the config/env value."""
-    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
-    if cred_dir and (Path(cred_dir) / name).is_file():
-        return (Path(cred_dir) / name).read_text().strip()
-    if file is not None:
-        try:
-            return file.read_text().strip()
-        except OSError as exc:
-            raise UplinkError(f"{file}: cannot read {name}: {exc.strerror or exc}") from None
-    return inline
 
 
 class PahoUplink:
@@ -110,8 +95,8 @@ class PahoUplink:
 
     def _configure_auth(self) -> None:
         m = self.mqtt
-        password = read_secret("mqtt-password", m.password.get_secret_value() if m.password else None,
-                               m.password_file)
+        password, _ = read_secret("mqtt-password", m.password.get_secret_value() if m.password else None,
+                                  m.password_file)
         if m.username or password:
             self.client.username_pw_set(m.username, password)
         if m.tls is None:
@@ -119,10 +104,7 @@ class PahoUplink:
         for label, path in (("ca_file", m.tls.ca_file), ("cert_file", m.tls.cert_file)):
             if path is not None and not path.is_file():
                 raise UplinkError(f"[mqtt.tls] {label}: {path}: no such file")
-        key = m.tls.key_file
-        cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
-        if cred_dir and (Path(cred_dir) / "mqtt-client-key").is_file():
-            key = Path(cred_dir) / "mqtt-client-key"
+        key = credential("mqtt-client-key") or m.tls.key_file
         if key is not None and not key.is_file():
             raise UplinkError(f"[mqtt.tls] key_file: {key}: no such file")
         try:

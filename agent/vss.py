@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final
 
 TB: Final = "Vehicle.Powertrain.TractionBattery"
 SOC: Final = f"{TB}.StateOfCharge.Displayed"
@@ -26,8 +26,6 @@ DISTANCE_TO_SERVICE: Final = "Vehicle.Service.DistanceToService"
 DTC_LIST: Final = "Vehicle.Diagnostics.DTCList"
 HVAC_ON: Final = "Vehicle.Cabin.HVAC.IsAirConditioningActive"
 CABIN_TEMP: Final = "Vehicle.Cabin.HVAC.AmbientAirTemperature"
-
-Kind = Literal["number", "bool", "enum", "dtc"]
 
 # Physically plausible values in VSS units. A decoded value outside is dropped, whatever the DBC
 # says: real DBCs declare loose ranges (Tesla's v12vBattVoltage261 allows 0-22.3 V and reads 0.049 V).

@@ -98,3 +98,27 @@ def test_unreadable_and_invalid_toml_name_the_file(tmp_path: Path) -> None:
     bad.write_text("[vehicle\nid=1")
     with pytest.raises(ConfigError, match=f"{bad}: not valid TOML"):
         load_config(bad, environ={})
+
+
+def test_secrets_come_from_the_systemd_credential_then_the_file_then_the_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.command_runner import read_command_key
+    from agent.config import read_secret
+
+    creds, key_file = tmp_path / "creds", tmp_path / "command.key"
+    creds.mkdir()
+    key_file.write_text("from-the-key-file-0123456789\n")
+    env = {"CARFRIEND_COMMANDS__KEY_FILE": str(key_file)}
+    monkeypatch.setenv("CARFRIEND_COMMAND_KEY", "from-the-environment-0123456789")
+    assert read_command_key(load_config(EV_CONFIG, environ=env)) == b"from-the-key-file-0123456789"
+    (creds / "command-key").write_text("from-the-credential-0123456789")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    assert read_command_key(load_config(EV_CONFIG, environ=env)) == b"from-the-credential-0123456789"
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY")
+    assert read_command_key(load_config(EV_CONFIG, environ={})) == b"from-the-environment-0123456789"
+    monkeypatch.setenv("CARFRIEND_COMMAND_KEY", "short-secret")
+    with pytest.raises(ConfigError, match="shorter than 16") as short:
+        read_command_key(load_config(EV_CONFIG, environ={}))
+    assert "short-secret" not in str(short.value)
+    with pytest.raises(ConfigError, match="cannot read mqtt-password"):
+        read_secret("mqtt-password", None, tmp_path / "missing")

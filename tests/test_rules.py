@@ -103,13 +103,13 @@ def charge_samples(stop_soc: float, plugged_after: bool, glitch: bool = False) -
 
 
 def test_charge_completed_when_stopped_at_the_limit() -> None:
-    events = run([ChargeRule(CONFIG, frozenset())], charge_samples(80.0, plugged_after=True))
+    events = run([ChargeRule(CONFIG)], charge_samples(80.0, plugged_after=True))
     assert [e.kind for e in events] == ["charge.started", "charge.completed"]
     assert events[0].data["eta"] > events[0].ts and events[1].ts == 300.0
 
 
 def test_charge_interrupted_when_stopped_early_while_plugged_in() -> None:
-    events = run([ChargeRule(CONFIG, frozenset())], charge_samples(70.0, plugged_after=True))
+    events = run([ChargeRule(CONFIG)], charge_samples(70.0, plugged_after=True))
     assert [e.kind for e in events] == ["charge.started", "charge.interrupted"]
 
 
@@ -117,17 +117,17 @@ def test_stopping_for_a_scheduled_start_is_not_reported_as_interrupted() -> None
     samples = charge_samples(70.0, plugged_after=True)
     for ts, values in samples:
         values[vss.TIMER_MODE] = "ONCE" if ts >= 290 else "OFF"
-    events = run([ChargeRule(CONFIG, frozenset())], samples)
+    events = run([ChargeRule(CONFIG)], samples)
     assert [e.kind for e in events] == ["charge.started"]
 
 
 def test_unplugging_early_is_not_reported_as_interrupted() -> None:
-    events = run([ChargeRule(CONFIG, frozenset())], charge_samples(70.0, plugged_after=False))
+    events = run([ChargeRule(CONFIG)], charge_samples(70.0, plugged_after=False))
     assert [e.kind for e in events] == ["charge.started"]
 
 
 def test_a_one_second_charging_glitch_is_not_a_stop() -> None:
-    events = run([ChargeRule(CONFIG, frozenset())], charge_samples(80.0, plugged_after=True, glitch=True))
+    events = run([ChargeRule(CONFIG)], charge_samples(80.0, plugged_after=True, glitch=True))
     assert [e.kind for e in events] == ["charge.started", "charge.completed"]
 
 
