@@ -11,7 +11,7 @@ from agent.persona import Persona
 from agent.rules import NEVER, Event, RuleEngine, build_rules
 from agent.schedule import build_clock
 from agent.vehicle import Vehicle
-from agent.voice import Gate, HeldStore, digest_event
+from agent.voice import Gate, HeldStore
 
 MessageSink = Callable[[PersonaMessage], None]
 SideSink = Callable[[str, str, dict[str, Any]], None]  # (topic leaf, id, document)
@@ -29,8 +29,8 @@ class Pipeline:
         rules, self.disabled_rules = build_rules(vehicle.config, vehicle.mapped_paths)
         self.engine = RuleEngine(rules)
         self.clock = build_clock(vehicle.config)
-        self.gate = Gate(vehicle.config, held)
         self.persona = persona or Persona.from_config(vehicle.config)
+        self.gate = Gate(vehicle.config, self.persona, held)
         self.sink = sink
         self.side_sink = side_sink
         self.messages = 0
@@ -95,8 +95,6 @@ class Pipeline:
         for event in events:
             out += self.gate.offer(self.persona.render(event), now)
         for msg in out:
-            if msg.kind == "digest" and msg.id == "digest":
-                msg = self.persona.render(digest_event(msg, self.persona.unsigned))
             self.messages += 1
             self.sink(msg)
             if msg.kind == "service.due" and self.config.dealer.enabled and self.side_sink is not None:

@@ -7,14 +7,13 @@ so a restart during quiet hours loses none of them.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from datetime import time as dtime
 from typing import Protocol
 
 from agent.config import AgentConfig
 from agent.i18n import local
 from agent.model import PersonaMessage
+from agent.persona import Persona
 from agent.rules import NEVER, Event
 
 SEVERITY_ORDER = {"info": 0, "warning": 1, "critical": 2}
@@ -55,8 +54,9 @@ def in_window(t: dtime, window: tuple[dtime, dtime]) -> bool:
 
 
 class Gate:
-    def __init__(self, config: AgentConfig, store: HeldStore | None = None) -> None:
+    def __init__(self, config: AgentConfig, persona: Persona, store: HeldStore | None = None) -> None:
         m = config.messages
+        self.persona = persona
         self.zone = config.vehicle.timezone
         self.quiet = parse_window(m.quiet_hours) if m.quiet_hours else None
         self.urgent = frozenset(m.quiet_hours_urgent)
@@ -108,28 +108,18 @@ class Gate:
         if not held:
             return []
         self.store.release([m.id for m in held])
-        return [self._digest_marker(held, now)]
+        return [self._digest(held, now)]
 
-    def _digest_marker(self, held: list[PersonaMessage], now: float) -> PersonaMessage:
-        """A placeholder carrying the held messages; the pipeline renders the digest from it."""
-        return PersonaMessage(
-            id="digest", vehicle_id=held[0].vehicle_id, ts=held[-1].ts, kind="digest",
-            severity=max((m.severity for m in held), key=SEVERITY_ORDER.__getitem__),
-            visibility=min((m.visibility for m in held), key=VISIBILITY_ORDER.__getitem__),
-            text="", locale=held[0].locale, persona=held[0].persona,
-            data={"held": [json.loads(m.model_dump_json()) for m in held], "at": now,
-                  "suppressed": self._take_suppressed()})
+    def _digest(self, held: list[PersonaMessage], now: float) -> PersonaMessage:
+        """One message saying what the held ones said, as private as the most private of them."""
+        joiner = "" if held[0].locale == "ja" else " "  # Japanese runs sentences together
+        data = {"count": len(held), "items": joiner.join(self.persona.unsigned(m.text) for m in held),
+                "kinds": [m.kind for m in held], "held_ids": [m.id for m in held],
+                "suppressed": self._take_suppressed(),
+                "visibility": min((m.visibility for m in held), key=VISIBILITY_ORDER.__getitem__)}
+        severity = max((m.severity for m in held), key=SEVERITY_ORDER.__getitem__)
+        return self.persona.render(Event("digest", now, severity, data))
 
     def _take_suppressed(self) -> int:
         n, self.suppressed = self.suppressed, 0
         return n
-
-
-def digest_event(marker: PersonaMessage, unsigned: Callable[[str], str]) -> Event:
-    """The digest of a marker from Gate.tick; ``unsigned`` strips the persona's signature."""
-    held = marker.data["held"]
-    joiner = "" if marker.locale == "ja" else " "  # Japanese runs sentences together
-    data = {"count": len(held), "items": joiner.join(unsigned(h["text"]) for h in held),
-            "kinds": [h["kind"] for h in held], "held_ids": [h["id"] for h in held],
-            "suppressed": marker.data["suppressed"], "visibility": marker.visibility}
-    return Event("digest", marker.data["at"], marker.severity, data)
