@@ -47,7 +47,7 @@ for i in $(seq 60); do grep -q "lost" $J/agent.log && break; sleep 0.5; done
 stamp unplugged
 sleep 3
 ip link add dev vcan0 type vcan && ip link set vcan0 up
-for i in $(seq 120); do grep -q "is back" $J/agent.log && break; sleep 0.5; done
+for i in $(seq 120); do grep -q -E "is (back|up)" $J/agent.log && break; sleep 0.5; done
 stamp replugged
 
 $PY -m agent.cli simulate --scenario "$SCENARIO" --interface socketcan --channel vcan0 \
