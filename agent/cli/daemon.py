@@ -291,8 +291,13 @@ class Agent:
     def _counters_line(self) -> str:
         c = self.pipeline.counters()
         dropped = " ".join(f"{k}={v}" for k, v in c["dropped"].items() if v) or "none"
-        return (f"frames={c['frames']} decoded={c['decoded']} unchanged={c['unchanged']} "
+        line = (f"frames={c['frames']} decoded={c['decoded']} unchanged={c['unchanged']} "
                 f"dropped[{dropped}] messages={c['messages']} sent={self.courier.sent if self.courier else 0}")
+        top = self.pipeline.decoder.drops.top(3)  # which ids, messages and signals the drops come from
+        if top:
+            line += " where[" + "; ".join(f"{reason}: " + ", ".join(f"{w} {n}" for w, n in sites)
+                                          for reason, sites in top.items()) + "]"
+        return line
 
 
 def open_outbox(config: AgentConfig) -> SqliteOutbox:

@@ -13,6 +13,7 @@ from typing import Any
 from agent.core.errors import ConfigError
 from agent.core.model import PersonaMessage
 from agent.core.pipeline import Pipeline
+from agent.io.logs import LogReport
 from agent.io.sources import read_log
 from agent.profile.config import load_config
 from agent.profile.vehicle import load_vehicle
@@ -20,11 +21,18 @@ from agent.profile.vehicle import load_vehicle
 log = logging.getLogger(__name__)
 
 
-def replay(pipeline: Pipeline, path: Path, start_time: datetime | None = None) -> None:
-    """Feed every frame of a log through the pipeline, then let the last deadlines pass."""
-    last_ts = pipeline.process_frames(read_log(path, start_time))
+def replay(pipeline: Pipeline, path: Path, start_time: datetime | None = None) -> LogReport:
+    """Feed every frame of a log through the pipeline, then let the last deadlines pass.
+
+    Malformed lines are skipped and counted (``malformed_line``); the report says what else
+    the reader found (a relative clock, impossible timestamps).
+    """
+    report = LogReport(path)
+    last_ts = pipeline.process_frames(read_log(path, start_time, report))
+    pipeline.malformed_lines(report.malformed_lines)
     if last_ts is not None:
         pipeline.tick(last_ts)
+    return report
 
 
 def summary(pipeline: Pipeline, path: Path) -> str:
@@ -32,6 +40,15 @@ def summary(pipeline: Pipeline, path: Path) -> str:
     dropped = ", ".join(f"{k} {v}" for k, v in c["dropped"].items() if v) or "none"
     return (f"{path}: {c['frames']} frames read, {c['decoded']} decoded, {c['unchanged']} unchanged "
             f"(skipped), dropped: {dropped}; {c['messages']} messages")
+
+
+def drop_stats(pipeline: Pipeline, top: int = 5) -> str:
+    """`--stats`: per drop reason, the ids, messages or signals with the most drops."""
+    lines = ["drops by reason, most first (where: count):"]
+    for reason, sites in pipeline.decoder.drops.top(top).items():
+        total = pipeline.decoder.drops.as_dict()[reason]
+        lines.append(f"  {reason} {total}: " + ", ".join(f"{where} {n}" for where, n in sites))
+    return "\n".join(lines) if len(lines) > 1 else "no drops"
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -47,9 +64,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
         published.append(msg)
 
     side: list[tuple[str, str, dict[str, Any]]] = []
-    pipeline = Pipeline(vehicle, sink, side_sink=lambda leaf, i, doc: side.append((leaf, i, doc)))
-    replay(pipeline, args.log, start)
+    pipeline = Pipeline(vehicle, sink, side_sink=lambda leaf, i, doc: side.append((leaf, i, doc)),
+                        trace_drops=args.stats)
+    report = replay(pipeline, args.log, start)
+    for warning in vehicle.warnings + report.warnings():
+        print(f"warning: {warning}", file=sys.stderr)
     print(summary(pipeline, args.log), file=sys.stderr)
+    if args.stats:
+        print(drop_stats(pipeline), file=sys.stderr)
     if args.state:
         args.state.write_text(json.dumps(pipeline.state.snapshot(config.vehicle.id), indent=2) + "\n")
     if args.publish:

@@ -174,6 +174,6 @@ def interlock(state: VehicleState, now: float) -> str | None:
         return f"refused: vehicle is moving ({speed:g} km/h)"
     if gear is None:
         return "refused: gear unknown or stale"
-    if str(gear).upper() not in ("P", "PARK", "DI_GEAR_P"):
-        return f"refused: gear is {gear}, not P"
+    if gear != vss.GEAR_PARK and str(gear).upper() not in ("P", "PARK", "DI_GEAR_P"):
+        return f"refused: gear is {gear}, not P ({vss.GEAR_PARK})"
     return None
