@@ -154,3 +154,22 @@ def test_a_load_failure_lists_every_problem(tmp_path: Path) -> None:
         load_vehicle(load_config(profile(tmp_path, '"Vehicle.Speed" = "PastEnd.Far"\n'
                                                    f'"{vss.SOC}" = "Nope.SOC"\n'), environ={}))
     assert len(exc.value.problems) == 2
+
+
+def test_check_config_reports_schema_and_mapping_errors_in_one_run(tmp_path: Path) -> None:
+    path = profile(tmp_path, f'"{vss.SOC}" = "Overlap.SOCC"\n'
+                             '"Vehicle.Speed" = { source = "Overlap.Speed", sclae = 2 }\n'
+                             f'"{vss.PACK_VOLTAGE}" = "OverlapFloat.Voltage"\n')
+    path.write_text(path.read_text().replace('id = "t"', 'id = "t"\npersna = "typo"'))
+    problems, _ = check_config(path)
+    assert any("[vehicle] persna: Extra inputs are not permitted" in p for p in problems)
+    assert any('"Vehicle.Speed".sclae: Extra inputs are not permitted' in p for p in problems)
+    assert any('has no signal "SOCC" (did you mean "SOC"?)' in p for p in problems)
+    assert not any("OverlapFloat" in p for p in problems)  # the valid mapping is fine
+
+
+def test_check_config_does_not_guess_mappings_when_the_dbc_list_is_invalid(tmp_path: Path) -> None:
+    path = profile(tmp_path, f'"{vss.SOC}" = "Overlap.SOCC"\n')
+    path.write_text(path.read_text().replace('dbc = ["car.dbc"]', 'dbc = "car.dbc"\npersna = 1'))
+    problems, _ = check_config(path)
+    assert problems and not any("SOCC" in p for p in problems)
