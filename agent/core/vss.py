@@ -71,6 +71,8 @@ SPECS: Final[dict[str, Spec]] = {
     PACK_TEMP: Spec("celsius", "float"),
     f"{TB}.Temperature.Min": Spec("celsius", "float"),
     f"{TB}.Temperature.Max": Spec("celsius", "float"),
+    f"{TB}.CellVoltage.Min": Spec("V", "float"),
+    f"{TB}.CellVoltage.Max": Spec("V", "float"),
     IS_CHARGING: Spec(None, "boolean"),
     CABLE_CONNECTED: Spec(None, "boolean"),
     TIME_TO_COMPLETE: Spec("s", "uint32"),

@@ -44,6 +44,8 @@ def open_bus(cfg: CanConfig, filters: list[dict[str, Any]] | None) -> can.BusABC
     kwargs: dict[str, Any] = dict(cfg.options)
     if cfg.bitrate is not None:
         kwargs["bitrate"] = cfg.bitrate
+    if cfg.fd:
+        kwargs["fd"] = True
     if cfg.interface == "slcan" and kwargs.pop("reader", None) == "chunked":
         return _open_chunked_slcan(cfg, filters, kwargs)
     if cfg.interface == "virtual":

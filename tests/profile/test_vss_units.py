@@ -19,7 +19,7 @@ from agent.profile.vehicle import load_vehicle
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILES = ROOT / "config" / "vehicles"
-SHIPPED = {"carfriend-ev.toml": None, "kona-ev.toml": "kona/pcan.dbc", "nissan-leaf.toml": "leaf/EV-can_AZE0.dbc",
+SHIPPED = {"carfriend-ev.toml": None, "carfriend-ev-fd.toml": None, "kona-ev.toml": "kona/pcan.dbc", "nissan-leaf.toml": "leaf/EV-can_AZE0.dbc",
            "tesla-model3.toml": "tesla/Model3CAN.dbc"}
 
 
