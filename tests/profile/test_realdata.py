@@ -149,3 +149,19 @@ def test_replay_stats_names_the_signal_behind_the_drops(realdata: Path, tmp_path
     assert "out_of_range 74: BMSMsg112.Battery_Current 74" in err
     assert "unknown_id 6156: 0x100 518, " in err
     assert "1,000,000 frames/s" in err  # its Time Stamp column is the row index
+
+
+def test_the_kona_replay_in_docs_new_vehicle_is_what_replay_prints(realdata: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from agent.cli import main
+
+    log = realdata / "kona/230112-7-2019-pcan-ccan-power-off-on-ready-off.csv"
+    assert main(["replay", "--config", str(PROFILES / "kona-ev.toml"), "--dbc", str(realdata / "kona/pcan.dbc"),
+                 str(log), "--stats"]) == 0
+    err = capsys.readouterr().err
+    doc = (PROFILES.parents[1] / "docs" / "new-vehicle.md").read_text()
+    for quoted in ("39546 frames read, 290 decoded, 206 unchanged (skipped), dropped: unknown_id 39050, "
+                   "implausible 149; 0 messages",
+                   "unknown_id 39050: 0x153 2170, 0x2B0 1726, 0x220 1358, 0x354 1086, 0x371 1086",
+                   "implausible 149: BatteryCharging.Voltage_12V 76, BatteryCharging.uwe596_6_TAkkuL 73"):
+        assert quoted in doc and quoted in err, quoted
