@@ -20,6 +20,7 @@ TIMER_TIME: Final = f"{TB}.Charging.Timer.Time"
 AUX_VOLTAGE: Final = "Vehicle.LowVoltageBattery.CurrentVoltage"
 ODOMETER: Final = "Vehicle.TraveledDistance"
 SPEED: Final = "Vehicle.Speed"
+RANGE: Final = "Vehicle.Powertrain.Range"  # VSS: metres
 GEAR: Final = "Vehicle.Powertrain.Transmission.SelectedGear"
 TIME_TO_SERVICE: Final = "Vehicle.Service.TimeToService"
 DISTANCE_TO_SERVICE: Final = "Vehicle.Service.DistanceToService"
