@@ -9,6 +9,8 @@ Written from (home-assistant.io and developers.home-assistant.io, 2025):
   suggested_display_precision is set, and a numeric value is expected, an empty value '' will be
   ignored and will not update the state, a 'null' value will set the sensor to an unknown state";
   value_template: "If the template throws an error, the current state will be used instead";
+- docs/configuration/templating.markdown: "the template variables `entity_id`, `name` and `this`
+  are available for MQTT entity value templates. The `this` attribute refers to the entity state";
 - binary_sensor.mqtt value_template: "returns a string to be compared to payload_on/payload_off
   or an empty string, in which case the MQTT message will be removed";
 - docs/core/entity/sensor.md: the units each sensor device class supports, and the state

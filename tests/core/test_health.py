@@ -97,3 +97,11 @@ def test_the_document_round_trips_through_its_own_strict_model() -> None:
 def test_docs_health_schema_json_is_the_models_schema() -> None:
     text = (ROOT / "docs" / "health.schema.json").read_text()
     assert json.loads(text) == health_json_schema()
+
+
+def test_the_example_in_docs_topics_md_is_a_valid_health_document() -> None:
+    text = (ROOT / "docs" / "topics.md").read_text().split("## `health`", 1)[1]
+    example = text.split("```json", 1)[1].split("```", 1)[0]
+    report = HealthReport.model_validate_json(example)
+    assert report.bus.state == "active" and report.polls.answered is None
+    assert len(report.model_dump_json()) < 800  # the size [health] interval_s's data estimate rests on
