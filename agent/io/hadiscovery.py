@@ -3,7 +3,9 @@
 What was announced is remembered in the state dir, so an entity whose signal left the mapping
 (or all of them, when discovery is switched off) gets the empty retained payload that removes
 it from Home Assistant, also across restarts. A clear is forgotten only once the broker has
-acknowledged it; until then it is sent again on every (re)connect.
+acknowledged it; until then it is sent again on every (re)connect. A config the broker has
+acknowledged in this process is not sent again unless it changed (~12 kB a car: a flaky
+cellular link reconnects often); each start sends them all once, in case the broker lost them.
 """
 
 from __future__ import annotations
@@ -39,21 +41,28 @@ class DiscoveryPublisher:
         self.path = path
         self.publish = publish
         self.clearing: dict[str, mqtt.MQTTMessageInfo] = {}  # topic -> its empty payload in flight
+        self.sent: dict[str, tuple[bytes, mqtt.MQTTMessageInfo]] = {}  # topic -> config published
 
     def announce(self, configs: dict[str, dict[str, Any]]) -> None:
         """Publish every config, clear what was announced before and is not in `configs` now."""
         before = self._load()
-        for topic, payload in configs.items():
-            self.publish(topic, json.dumps(payload, separators=(",", ":")).encode())
+        fresh = 0
+        for topic, config in configs.items():
+            payload = json.dumps(config, separators=(",", ":")).encode()
+            last = self.sent.get(topic)
+            if last is None or last[0] != payload or not last[1].is_published():
+                self.sent[topic] = (payload, self.publish(topic, payload))
+                fresh += 1
         for topic in sorted(before - configs.keys()):
+            self.sent.pop(topic, None)
             self.clearing[topic] = self.publish(topic, b"")
             log.info("Home Assistant entity removed: %s", topic)
         for topic in configs.keys() & self.clearing.keys():
             del self.clearing[topic]  # back in the mapping: its config above replaced the clear
         if configs or self.clearing or before:
             self._save(configs.keys() | self.clearing.keys())
-        if configs:
-            log.info("Home Assistant discovery: %d entities announced", len(configs))
+        if fresh:
+            log.info("Home Assistant discovery: %d of %d entities announced", fresh, len(configs))
 
     def poll(self) -> None:
         """Forget the clears the broker has acknowledged."""

@@ -74,3 +74,24 @@ def test_a_damaged_memory_file_is_reported_and_replaced(client: mqtt.Client, tmp
         publisher(memory, client).announce({A: {"name": "a"}})
     assert "homeassistant.json: unreadable" in caplog.text
     assert json.loads(memory.read_text())["topics"] == [A]
+
+
+def test_a_reconnect_sends_only_what_changed_or_was_not_acknowledged(client: mqtt.Client, tmp_path: Path) -> None:
+    sent: list[str] = []
+
+    def publish(topic: str, payload: bytes) -> mqtt.MQTTMessageInfo:
+        sent.append(topic)
+        return client.publish(topic, payload, qos=1, retain=True)
+
+    pub = DiscoveryPublisher(tmp_path / "homeassistant.json", publish)
+    pub.announce({A: {"name": "a"}, B: {"name": "b"}})
+    for info in (i for _, i in pub.sent.values()):
+        info.wait_for_publish(5)
+    sent.clear()
+    pub.announce({A: {"name": "a"}, B: {"name": "b"}})  # a reconnect: both acknowledged, unchanged
+    assert sent == []
+    pub.announce({A: {"name": "a"}, B: {"name": "B!"}})  # a reload that renamed one
+    assert sent == [B]
+    sent.clear()
+    DiscoveryPublisher(tmp_path / "homeassistant.json", publish).announce({A: {"name": "a"}, B: {"name": "B!"}})
+    assert sorted(sent) == [A, B]  # a new process sends everything once
