@@ -10,7 +10,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +118,7 @@ class CommandRunner:
         self.pending: list[Pending] = []
         self.recent: deque[float] = deque()
         self.dropped = 0
+        self.counts: Counter[str] = Counter()  # by outcome and drop reason, for the counters log
         self._counters: dict[int, int] = {}
         self.frames = self._check_frames()
 
@@ -144,27 +145,48 @@ class CommandRunner:
     # -- intake ---------------------------------------------------------------------------
     def handle(self, topic: str, payload: bytes, state: VehicleState, event_now: float,
                wall_now: float | None = None) -> None:
+        """One command off the downlink: answered or dropped, counted, never raised.
+
+        The worker loop calls this for every payload anyone could publish: nothing here may
+        end that loop.
+        """
         name = topic.rsplit("/cmd/", 1)[-1]
         if not name or len(name) > 64 or not set(name) <= NAME_CHARS or name.endswith("/result"):
             self._drop("bad command topic")
             return
         try:
-            cmd = parse(name, payload, vehicle_id=self.config.vehicle.id, key=self.key,
-                        now=time.time() if wall_now is None else wall_now, window_s=self.cfg.window_s,
-                        skew_s=self.cfg.skew_s, max_bytes=self.cfg.max_payload_bytes)
-            self._admit(cmd, wall_now)
-        except CommandError as exc:
-            cid = read_id(payload) if len(payload) <= self.cfg.max_payload_bytes else None
+            try:
+                cmd = parse(name, payload, vehicle_id=self.config.vehicle.id, key=self.key,
+                            now=time.time() if wall_now is None else wall_now, window_s=self.cfg.window_s,
+                            skew_s=self.cfg.skew_s, max_bytes=self.cfg.max_payload_bytes)
+                self._admit(cmd, wall_now)
+            except CommandError as exc:
+                self._refuse(name, payload, exc.reason)
+                return
+            self._execute(cmd, state, event_now)
+        except Exception as exc:  # noqa: BLE001 - a bug or a driver's surprise: one command, not the agent
+            self.counts["internal error"] += 1
+            log.error("command %s: internal error: %s: %s", name, type(exc).__name__, exc,
+                      exc_info=log.isEnabledFor(logging.DEBUG))
+            self._refuse(name, payload, f"internal error ({type(exc).__name__})")
+
+    def _refuse(self, name: str, payload: bytes, reason: str) -> None:
+        """Answer `rejected` when the payload has a readable id; otherwise drop and count it."""
+        try:
+            cid = read_id(payload, self.cfg.max_payload_bytes)
             if cid is None:
-                self._drop(exc.reason)
-            else:
-                log.warning("command %s %s rejected: %s", name, cid, exc.reason)
-                self.result(name, cid, "rejected", exc.reason)
-            return
-        self._execute(cmd, state, event_now)
+                self._drop(reason)
+                return
+            log.warning("command %s %s rejected: %s", name, cid, reason)
+            self.counts["rejected"] += 1
+            self.result(name, cid, "rejected", reason)
+        except Exception as exc:  # noqa: BLE001 - the answer could not be queued: counted, go on
+            self.counts["unanswered"] += 1
+            log.error("command %s: the rejection could not be answered: %s: %s", name, type(exc).__name__, exc)
 
     def _drop(self, reason: str) -> None:
         self.dropped += 1
+        self.counts[f"dropped: {_category(reason)}"] += 1
         log.warning("command payload dropped (%s); %d dropped so far", reason, self.dropped)
 
     def _admit(self, cmd: Command, wall_now: float | None) -> None:
@@ -277,26 +299,43 @@ class CommandRunner:
         self._finish(cmd, "completed", f"answer {answer!r} noted")
 
     def poll(self, state: VehicleState, event_now: float) -> None:
-        """Complete or fail pending commands from what the bus now says."""
+        """Complete or fail pending commands from what the bus now says. Never raises."""
         if not self.pending:
             return
         mono = time.monotonic()
         still: list[Pending] = []
         for p in self.pending:
-            if all(_matches(state.fresh(path, event_now), want) for path, want in p.expect.items()):
-                self._finish(p.command, "completed", "confirmed by the vehicle")
-                if p.on_done is not None:
-                    p.on_done()
-            elif mono >= p.deadline:
-                self._finish(p.command, "failed",
-                             f"no confirmation from the vehicle within {self.cfg.confirm_timeout_s:g} s")
-            else:
-                still.append(p)
+            try:
+                if not self._settle(p, state, event_now, mono):
+                    still.append(p)
+            except Exception as exc:  # noqa: BLE001 - one pending command, not the agent
+                self.counts["internal error"] += 1
+                log.error("command %s %s: internal error while confirming: %s: %s", p.command.name,
+                          p.command.id, type(exc).__name__, exc)
         self.pending = still
+
+    def _settle(self, p: Pending, state: VehicleState, event_now: float, mono: float) -> bool:
+        """Finish a pending command if the bus confirmed it or its time is up; False: still waiting."""
+        if all(_matches(state.fresh(path, event_now), want) for path, want in p.expect.items()):
+            self._finish(p.command, "completed", "confirmed by the vehicle")
+            if p.on_done is not None:
+                p.on_done()
+            return True
+        if mono >= p.deadline:
+            self._finish(p.command, "failed",
+                         f"no confirmation from the vehicle within {self.cfg.confirm_timeout_s:g} s")
+            return True
+        return False
 
     def _finish(self, cmd: Command, status: str, reason: str) -> None:
         log.info("command %s %s %s: %s", cmd.name, cmd.id, status, reason)
+        self.counts[status] += 1
         self.result(cmd.name, cmd.id, status, reason)
+
+
+def _category(reason: str) -> str:
+    """A drop reason without its values ("payload too large (5000 bytes, …)" -> "payload too large")."""
+    return reason.split(":", 1)[0].split(" (", 1)[0][:40]
 
 
 def _fill(value: Any, args: dict[str, Any]) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -95,8 +96,9 @@ def test_interlock_refuses_unless_parked_with_fresh_data() -> None:
 class Harness:
     """A CommandRunner on a real python-can virtual bus, with a second bus watching the frames."""
 
-    def __init__(self, tmp: Path) -> None:
-        config = load_config(EV_CONFIG, environ={})
+    def __init__(self, tmp: Path, env: dict[str, str] | None = None,
+                 send: Callable[[can.Message], None] | None = None) -> None:
+        config = load_config(EV_CONFIG, environ=env or {})
         self.vehicle = load_vehicle(config)
         channel = f"cmd-test-{time.monotonic_ns()}"
         self.bus = can.Bus(interface="virtual", channel=channel)
@@ -104,7 +106,7 @@ class Harness:
         self.results: list[tuple[str, str, str, str]] = []
         self.said: list[tuple[str, dict]] = []
         self.memory = CommandMemory(tmp / "commands.db")
-        self.runner = CommandRunner(config, self.vehicle, self.memory, KEY, send=self.bus.send,
+        self.runner = CommandRunner(config, self.vehicle, self.memory, KEY, send=send or self.bus.send,
                                     result=lambda *r: self.results.append(r), publish_state=lambda: None,
                                     say=lambda k, d: self.said.append((k, d)))
 
@@ -212,3 +214,88 @@ def test_offpeak_question_answered_yes_schedules_and_no_does_nothing(harness: Ha
     frames = harness.frames()
     assert [f.arbitration_id for f in frames] == ([0x6A3] if schedules else [])
     assert harness.results[0][2] == ("accepted" if schedules else "completed")
+
+
+# -- issue 12: the command path is a trust boundary ----------------------------------------
+ZEROS = "0" * 64
+DEEP = b"[" * 975 + b"]" * 975
+
+
+def raw_envelope(cid: str = "k1", issued: bytes = b'"2026-11-22T03:00:00Z"', args: bytes = b"{}",
+                 sig: str = ZEROS) -> bytes:
+    return b'{"id":"%s","issued_at":%s,"args":%s,"sig":"%s"}' % (cid.encode(), issued, args, sig.encode())
+
+
+def signed_raw(name: str, args_json: bytes, issued: str = "2026-11-22T03:00:00Z", cid: str = "s1") -> bytes:
+    """A correctly signed payload whose args are given as JSON text (whatever the agent will parse)."""
+    args = json.loads(args_json)
+    from agent.commands import sign
+    return raw_envelope(cid, json.dumps(issued).encode(), args_json, sign(KEY, VID, name, cid, issued, args))
+
+
+POISON = [
+    pytest.param(raw_envelope(issued=b'"\\ud800"'), id="lone-surrogate-issued_at"),  # the review's payload
+    pytest.param(raw_envelope(args=b'{"x":"\\udfff"}'), id="lone-surrogate-arg"),
+    pytest.param(raw_envelope(args=b'{"\\ud800":1}'), id="lone-surrogate-key"),
+    pytest.param(raw_envelope(args=DEEP), id="nested-975-as-args"),
+    pytest.param(b"[" * 3000, id="nested-3000-unclosed"),
+    pytest.param(raw_envelope(args=b'{"x":NaN}'), id="nan"),
+    pytest.param(raw_envelope(args=b'{"x":-Infinity}'), id="infinity"),
+    pytest.param(raw_envelope(args=b'{"x":1e999}'), id="1e999"),
+    pytest.param(raw_envelope(args=b'{"x":' + b"9" * 4000 + b"}"), id="4000-digit-int"),
+    pytest.param(raw_envelope(issued=b"12"), id="issued_at-number"),
+    pytest.param(raw_envelope(args=b'{"x":"\xed\xa0\x80"}'), id="raw-surrogate-bytes"),
+    pytest.param(signed_raw("ping", b"{}", issued="0001-01-01T00:00:00+14:00"), id="signed-year-1"),
+    pytest.param(signed_raw("ping", b"{}", issued="9999-12-31T23:59:59.999999-14:00"), id="signed-year-9999"),
+    pytest.param(signed_raw("ping", b'{"x":1e308}'), id="signed-huge-float"),
+]
+
+
+@pytest.mark.parametrize("raw", POISON)
+def test_poison_envelopes_are_clean_rejections_not_exceptions(raw: bytes) -> None:
+    with pytest.raises(CommandError):
+        check("ping", raw)
+
+
+def test_nesting_at_any_depth_is_a_clean_rejection() -> None:
+    # Python's json decodes ~950 levels and then fails to re-encode them two frames deeper
+    # (RecursionError): which depth hits that window depends on the caller's stack.
+    for depth in range(1, 2000, 1):
+        nested = b"[" * depth + b"]" * depth
+        with pytest.raises(CommandError):
+            check("ping", raw_envelope(args=b'{"x":' + nested + b"}"))
+
+
+@pytest.mark.parametrize("raw", POISON)
+def test_the_handler_answers_or_drops_poison_and_never_raises(harness: Harness, raw: bytes) -> None:
+    now = time.time()
+    harness.runner.handle(f"carfriend/v1/{VID}/cmd/ping", raw, parked_state(now), now)
+    answered = [r for r in harness.results if r[2] == "rejected"]
+    assert len(answered) + harness.runner.dropped == 1, harness.results
+    assert harness.frames() == []
+
+
+def test_the_reviewers_surrogate_command_is_answered_rejected_with_its_id(harness: Harness) -> None:
+    now = time.time()
+    harness.runner.handle(f"carfriend/v1/{VID}/cmd/ping", raw_envelope(issued=b'"\\ud800"'), parked_state(now), now)
+    assert [(r[1], r[2]) for r in harness.results] == [("k1", "rejected")]
+    assert "not JSON" in harness.results[0][3]
+
+
+def test_an_unexpected_error_while_executing_is_answered_and_the_next_command_runs(tmp_path: Path) -> None:
+    def broken_driver(frame: can.Message) -> None:
+        raise RuntimeError("adapter firmware bug")
+
+    h = Harness(tmp_path, send=broken_driver)
+    try:
+        now = time.time()
+        raw = payload("climate.start", {"target_c": 21}, issued=datetime.now(UTC), cid="c-1")
+        h.runner.handle(f"carfriend/v1/{VID}/cmd/climate.start", raw, parked_state(now), now)
+        assert h.results[0][:3] == ("climate.start", "c-1", "rejected")
+        assert "internal error" in h.results[0][3] and "RuntimeError" in h.results[0][3]
+        h.runner.handle(f"carfriend/v1/{VID}/cmd/ping", payload("ping", {}, issued=datetime.now(UTC), cid="p-1"),
+                        parked_state(now), now)
+        assert h.results[-1] == ("ping", "p-1", "completed", "pong")
+        assert h.runner.counts["internal error"] == 1
+    finally:
+        h.close()

@@ -130,3 +130,60 @@ def test_command_during_a_drive_is_rejected_as_moving(env: dict[str, str], mosqu
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
         recorder.close()
+
+
+# -- issue 12, finding 4: no command payload stops the agent; retained commands are ignored --
+ZEROS = "0" * 64
+SURROGATE = b'{"id":"k1","issued_at":"\\ud800","args":{},"sig":"%s"}' % ZEROS.encode()  # the review's
+
+
+def deep(depth: int) -> bytes:
+    """Nested arrays in args: the review's ~975 levels decode, then fail to re-encode (RecursionError)
+    when the stack is a few frames deeper; which depth does it depends on the agent's stack."""
+    nested = b"[" * depth + b"]" * depth
+    return b'{"id":"deep-%d","issued_at":"2026-11-22T03:00:00Z","args":{"x":%s},"sig":"%s"}' % (
+        depth, nested, ZEROS.encode())
+
+
+DEEP = [("cmd/climate.start", deep(d), False) for d in range(930, 1010)]
+
+
+def publish(mosquitto: Mosquitto, messages: list[tuple[str, bytes, bool]]) -> None:
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.connect(mosquitto.host, mosquitto.port)
+    client.loop_start()
+    try:
+        for leaf, payload, retain in messages:
+            client.publish(f"carfriend/v1/{VID}/{leaf}", payload, qos=1, retain=retain).wait_for_publish(5)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def signed(env: dict[str, str], name: str, args: str = "{}", cid: str | None = None) -> bytes:
+    extra = ["--id", cid] if cid else []
+    out = subprocess.run([sys.executable, "-m", "agent.cli", "command", "--config", str(EV_CONFIG), "--key-file",
+                          env["KEYFILE"], name, args, "--print-payload", *extra],
+                         env=env, capture_output=True, text=True, timeout=60, check=True).stdout
+    return out.strip().encode()
+
+
+def test_poison_commands_are_answered_or_dropped_and_the_agent_keeps_running(env: dict[str, str],
+                                                                            mosquitto: Mosquitto) -> None:
+    recorder = Recorder(mosquitto.host, mosquitto.port, [f"carfriend/v1/{VID}/#"])
+    proc = agent(env, "plugged-in-at-home", 10)
+    try:
+        assert recorder.wait_for(lambda r: b"online" in r.payloads("/status"), timeout=60)
+        publish(mosquitto, [*DEEP, ("cmd/ping", SURROGATE, False)])
+        rc, results = command(env, "ping")
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert rc == 0 and [r["status"] for r in results] == ["completed"]
+        answers = {d["id"]: d for p in recorder.payloads("/result") for d in [json.loads(p)]}
+        assert answers["k1"]["status"] == "rejected" and "not JSON" in answers["k1"]["reason"]
+        assert not [cid for cid in answers if cid.startswith("deep-")]  # not parsed, so no id to answer
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+        recorder.close()
+    assert proc.returncode == 0
+    assert stderr.count("dropped (payload nested more than 4 levels deep)") == len(DEEP)
