@@ -187,3 +187,25 @@ def test_poison_commands_are_answered_or_dropped_and_the_agent_keeps_running(env
         recorder.close()
     assert proc.returncode == 0
     assert stderr.count("dropped (payload nested more than 4 levels deep)") == len(DEEP)
+
+
+def test_retained_commands_are_ignored_at_every_start(env: dict[str, str], mosquitto: Mosquitto) -> None:
+    publish(mosquitto, [("cmd/ping", SURROGATE, True), ("cmd/climate.start", deep(975), True),
+                        ("cmd/status.request", signed(env, "status.request", cid="retained-status"), True),
+                        ("cmd/charge.stop", signed(env, "charge.stop", cid="retained-stop"), True)])
+    recorder = Recorder(mosquitto.host, mosquitto.port, [f"carfriend/v1/{VID}/#"])
+    for start in range(2):  # the same retained messages come again at every (re)subscription
+        proc = agent(env, "plugged-in-at-home", 10)
+        try:
+            assert recorder.wait_for(lambda r, n=start: r.payloads("/status").count(b"online") > n, timeout=60)
+            rc, results = command(env, "ping")
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert rc == 0 and [r["status"] for r in results] == ["completed"]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = proc.communicate(timeout=30)
+        assert proc.returncode == 0, stderr[-2000:]
+        assert stderr.count("retained command on") == 4, stderr[-2000:]
+    answered = {json.loads(p)["id"] for p in recorder.payloads("/result")}
+    assert answered.isdisjoint({"k1", "deep-975", "retained-status", "retained-stop"}), answered
+    recorder.close()
