@@ -216,7 +216,7 @@ class CommandRunner:
 
     def _actuate(self, cmd: Command, name: str, args: dict[str, Any], state: VehicleState, event_now: float,
                  on_done: Callable[[], None] | None = None) -> None:
-        why = interlock(state, event_now)
+        why = interlock(state, event_now, max_age_s=self.cfg.interlock_max_age_s)
         if why is not None:
             self._finish(cmd, "rejected", why)
             return

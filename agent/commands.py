@@ -261,18 +261,20 @@ def _parse_time(text: str) -> float:
         raise CommandError("issued_at is not ISO 8601") from None
 
 
-def interlock(state: VehicleState, now: float) -> str | None:
+def interlock(state: VehicleState, now: float, *, max_age_s: float) -> str | None:
     """Why an actuating command must not run now, or None when the car is parked.
 
-    Parked = speed 0 and gear P, both fresh. Anything unknown or stale refuses.
+    Parked = speed 0 and gear P, both read within max_age_s (the interlock's own limit, much
+    shorter than the signals' staleness) with no "not available" reading since. Anything else
+    refuses.
     """
-    speed, gear = state.fresh(vss.SPEED, now), state.fresh(vss.GEAR, now)
+    speed, gear = state.current(vss.SPEED, now, max_age_s), state.current(vss.GEAR, now, max_age_s)
     if speed is None:
-        return "refused: vehicle speed unknown or stale"
+        return f"refused: vehicle speed unknown or stale (no valid reading in the last {max_age_s:g} s)"
     if abs(speed) > 0.5:
         return f"refused: vehicle is moving ({speed:g} km/h)"
     if gear is None:
-        return "refused: gear unknown or stale"
+        return f"refused: gear unknown or stale (no valid reading in the last {max_age_s:g} s)"
     if str(gear).upper() not in ("P", "PARK", "DI_GEAR_P"):
         return f"refused: gear is {gear}, not P"
     return None

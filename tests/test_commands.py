@@ -86,11 +86,11 @@ def parked_state(now: float, speed: float = 0.0, gear: str = "P") -> VehicleStat
 
 
 def test_interlock_refuses_unless_parked_with_fresh_data() -> None:
-    assert interlock(parked_state(100.0), 100.0) is None
-    assert "moving" in interlock(parked_state(100.0, speed=12.0), 100.0)
-    assert "gear is D" in interlock(parked_state(100.0, gear="D"), 100.0)
-    assert "speed unknown or stale" in interlock(parked_state(100.0), 110.0)
-    assert "speed unknown or stale" in interlock(VehicleState(), 0.0)
+    assert interlock(parked_state(100.0), 100.0, max_age_s=3.0) is None
+    assert "moving" in interlock(parked_state(100.0, speed=12.0), 100.0, max_age_s=3.0)
+    assert "gear is D" in interlock(parked_state(100.0, gear="D"), 100.0, max_age_s=3.0)
+    assert "speed unknown or stale" in interlock(parked_state(100.0), 110.0, max_age_s=3.0)
+    assert "speed unknown or stale" in interlock(VehicleState(), 0.0, max_age_s=3.0)
 
 
 class Harness:
@@ -299,3 +299,46 @@ def test_an_unexpected_error_while_executing_is_answered_and_the_next_command_ru
         assert h.runner.counts["internal error"] == 1
     finally:
         h.close()
+
+
+def test_interlock_has_its_own_short_freshness_limit() -> None:
+    state = VehicleState(stale_after={vss.SPEED: 900.0, vss.GEAR: 900.0})  # the signals' own limit
+    state.set(vss.SPEED, 0.0, 100.0)
+    state.set(vss.GEAR, "P", 100.0)
+    assert interlock(state, 102.0, max_age_s=3.0) is None
+    assert "speed unknown or stale" in interlock(state, 104.0, max_age_s=3.0)
+    state.set(vss.SPEED, 0.0, 104.0)
+    assert "gear unknown or stale" in interlock(state, 104.0, max_age_s=3.0)
+
+
+def test_a_parked_reading_ten_seconds_old_refuses_with_the_shipped_profile(harness: Harness) -> None:
+    now = time.time()
+    state = harness.vehicle.new_decoder().state  # speed and gear trusted 900 s as signals
+    state.set(vss.SPEED, 0.0, now - 10)
+    state.set(vss.GEAR, "P", now - 10)
+    assert state.fresh(vss.SPEED, now) == 0.0
+    raw = payload("climate.start", {"target_c": 21}, issued=datetime.now(UTC))
+    harness.runner.handle(f"carfriend/v1/{VID}/cmd/climate.start", raw, state, now)
+    assert harness.frames() == []
+    assert harness.results[0][2] == "rejected" and "speed unknown or stale" in harness.results[0][3]
+
+
+@pytest.mark.parametrize(("frame", "counter"), [
+    ({"VehicleSpeed": 655.35, "Gear": "P"}, "not_available"),  # raw 0xFFFF
+    ({"VehicleSpeed": 400.0, "Gear": "P"}, "out_of_range"),  # beyond the DBC's 0-300 km/h
+])
+def test_an_unusable_speed_reading_invalidates_the_interlocks_view(frame: dict[str, Any], counter: str) -> None:
+    from frames import encode
+
+    vehicle = load_vehicle(load_config(EV_CONFIG, environ={}))
+    decoder = vehicle.new_decoder()
+    decoder.decode(100.0, *encode("Drive_State", VehicleSpeed=0.0, Gear="P"))
+    assert interlock(decoder.state, 100.1, max_age_s=3.0) is None
+    decoder.decode(100.2, *encode("Drive_State", **frame))
+    assert getattr(decoder.drops, counter) == 1
+    assert decoder.state.values[vss.SPEED] == 0.0  # the published state keeps the last value
+    assert "speed unknown" in interlock(decoder.state, 100.3, max_age_s=3.0)
+    decoder.decode(100.35, *encode("Drive_State", **frame))  # repeated: still not usable
+    assert "speed unknown" in interlock(decoder.state, 100.36, max_age_s=3.0)
+    decoder.decode(100.4, *encode("Drive_State", VehicleSpeed=0.0, Gear="P"))  # valid again
+    assert interlock(decoder.state, 100.5, max_age_s=3.0) is None
