@@ -77,6 +77,11 @@ class CommandMemory:
     def answered(self, message_id: str, answer: str) -> None:
         self.db.execute("UPDATE questions SET answered = ? WHERE message_id = ?", (answer, message_id))
 
+    def reopen(self, message_id: str, answer: str) -> None:
+        """The answer's action did not take: the question is open again."""
+        self.db.execute("UPDATE questions SET answered = NULL WHERE message_id = ? AND answered = ?",
+                        (message_id, answer))
+
     # Messages held during quiet hours (agent.voice.HeldStore): a restart loses none.
     def hold(self, msg: PersonaMessage) -> None:
         self.db.execute("INSERT OR IGNORE INTO held (id, message) VALUES (?, ?)", (msg.id, msg.model_dump_json()))
@@ -99,6 +104,7 @@ class Pending:
     expect: dict[str, Any]
     deadline: float  # monotonic
     on_done: Callable[[], None] | None = None
+    on_fail: Callable[[], None] | None = None
     sent_at: float = field(default_factory=time.monotonic)
 
 
@@ -215,31 +221,43 @@ class CommandRunner:
             self._actuate(cmd, cmd.name, dict(cmd.args), state, event_now)
 
     def _actuate(self, cmd: Command, name: str, args: dict[str, Any], state: VehicleState, event_now: float,
-                 on_done: Callable[[], None] | None = None) -> None:
+                 on_done: Callable[[], None] | None = None, on_fail: Callable[[], None] | None = None) -> bool:
+        """Send the frame for ``name`` if allowed, supported and safe now; True when it was sent.
+
+        Every action is checked here, whatever asked for it (a command, or an answer to a question).
+        """
+        if not self.allowed(name):
+            self._finish(cmd, "rejected", f"{name} is not on this vehicle's allowlist")
+            return False
         why = interlock(state, event_now, max_age_s=self.cfg.interlock_max_age_s)
         if why is not None:
             self._finish(cmd, "rejected", why)
-            return
+            return False
         if name not in self.frames:
             self._finish(cmd, "rejected", f"{name} is not supported by this vehicle (no [commands.frames] entry)")
-            return
+            return False
         message, cf = self.frames[name]
-        if name == "charge.schedule":
-            args["start_minutes"] = self._start_minutes(args["at"])
         try:
+            if name == "charge.schedule":
+                args["start_minutes"] = self._start_minutes(args["at"])
             data = self._encode(message, {s: _fill(v, args) for s, v in cf.signals.items()})
+        except CommandError as exc:
+            self._finish(cmd, "rejected", exc.reason)
+            return False
         except (ValueError, KeyError) as exc:
             self._finish(cmd, "rejected", f"cannot encode {message.name}: {exc}")
-            return
+            return False
         frame = can.Message(arbitration_id=message.frame_id, data=data, is_extended_id=message.is_extended_frame)
         try:
             self.send(frame)
         except (can.CanError, OSError) as exc:
             self._finish(cmd, "failed", f"CAN send failed: {exc}")
-            return
+            return False
         self._finish(cmd, "accepted", f"sent {message.name}")
         expect = {p: _fill(v, args) for p, v in cf.confirm.items()}
-        self.pending.append(Pending(cmd, name, expect, time.monotonic() + self.cfg.confirm_timeout_s, on_done))
+        self.pending.append(Pending(cmd, name, expect, time.monotonic() + self.cfg.confirm_timeout_s,
+                                    on_done, on_fail))
+        return True
 
     def _encode(self, message: Message, values: dict[str, Any]) -> bytes:
         full: dict[str, Any] = {}
@@ -268,35 +286,43 @@ class CommandRunner:
         return int(hh) * 60 + int(mm)
 
     def _reply(self, cmd: Command, state: VehicleState, event_now: float) -> None:
+        """An answer to a question. It counts as given only once what it asks for was accepted:
+        a refused one (moving, not allowed, ...) can be given again."""
         message_id, answer = cmd.args["message_id"], cmd.args["answer"].lower()
         asked = self.memory.question(message_id)
         if asked is None:
             self._finish(cmd, "rejected", f"no question with message_id {message_id}")
             return
-        kind, answers, data, answered = asked
+        kind, answers, _data, answered = asked
         if answered is not None:
             self._finish(cmd, "rejected", f"already answered: {answered}")
             return
         if answer not in answers:
             self._finish(cmd, "rejected", f"answer must be one of {', '.join(answers)}")
             return
-        self.memory.answered(message_id, answer)
         if (kind, answer) in (("charge.started", "later"), ("charge.offpeak_question", "yes")):
-            window = self.config.vehicle.offpeak_window
-            if window is None:
-                self._finish(cmd, "rejected", "no off-peak window configured: cannot wait")
-                return
-            start = window.split("-")[0]
-
-            def confirmed() -> None:
-                self.say("charge.scheduled", {"start": start, "reason": "off-peak"})
-
-            try:
-                self._actuate(cmd, "charge.schedule", {"at": "off-peak"}, state, event_now, on_done=confirmed)
-            except CommandError as exc:
-                self._finish(cmd, "rejected", exc.reason)
+            self._wait_for_offpeak(cmd, message_id, answer, state, event_now)
             return
+        self.memory.answered(message_id, answer)
         self._finish(cmd, "completed", f"answer {answer!r} noted")
+
+    def _wait_for_offpeak(self, cmd: Command, message_id: str, answer: str, state: VehicleState,
+                          event_now: float) -> None:
+        window = self.config.vehicle.offpeak_window
+        if window is None:
+            self._finish(cmd, "rejected", "no off-peak window configured: cannot wait")
+            return
+        start = window.split("-")[0]
+
+        def confirmed() -> None:
+            self.say("charge.scheduled", {"start": start, "reason": "off-peak"})
+
+        def unconfirmed() -> None:  # the car never showed the timer: the owner may answer again
+            self.memory.reopen(message_id, answer)
+
+        if self._actuate(cmd, "charge.schedule", {"at": "off-peak"}, state, event_now,
+                         on_done=confirmed, on_fail=unconfirmed):
+            self.memory.answered(message_id, answer)
 
     def poll(self, state: VehicleState, event_now: float) -> None:
         """Complete or fail pending commands from what the bus now says. Never raises."""
@@ -324,6 +350,8 @@ class CommandRunner:
         if mono >= p.deadline:
             self._finish(p.command, "failed",
                          f"no confirmation from the vehicle within {self.cfg.confirm_timeout_s:g} s")
+            if p.on_fail is not None:
+                p.on_fail()
             return True
         return False
 

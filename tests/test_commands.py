@@ -97,8 +97,8 @@ class Harness:
     """A CommandRunner on a real python-can virtual bus, with a second bus watching the frames."""
 
     def __init__(self, tmp: Path, env: dict[str, str] | None = None,
-                 send: Callable[[can.Message], None] | None = None) -> None:
-        config = load_config(EV_CONFIG, environ=env or {})
+                 send: Callable[[can.Message], None] | None = None, config_path: Path = EV_CONFIG) -> None:
+        config = load_config(config_path, environ=env or {})
         self.vehicle = load_vehicle(config)
         channel = f"cmd-test-{time.monotonic_ns()}"
         self.bus = can.Bus(interface="virtual", channel=channel)
@@ -342,3 +342,70 @@ def test_an_unusable_speed_reading_invalidates_the_interlocks_view(frame: dict[s
     assert "speed unknown" in interlock(decoder.state, 100.36, max_age_s=3.0)
     decoder.decode(100.4, *encode("Drive_State", VehicleSpeed=0.0, Gear="P"))  # valid again
     assert interlock(decoder.state, 100.5, max_age_s=3.0) is None
+
+
+def test_reply_later_is_refused_when_charge_schedule_is_not_allowed(tmp_path: Path) -> None:
+    h = Harness(tmp_path, env={"CARFRIEND_COMMANDS__ALLOWLIST": '["reply", "ping", "climate.start"]'})
+    try:
+        now = time.time()
+        h.memory.ask("msg-1", "charge.started", ["ok", "later"], {}, now)
+        raw = payload("reply", {"message_id": "msg-1", "answer": "later"}, issued=datetime.now(UTC))
+        h.runner.handle(f"carfriend/v1/{VID}/cmd/reply", raw, parked_state(now), now)
+        assert h.frames() == []
+        assert h.results[0][2] == "rejected" and "charge.schedule is not on this vehicle's allowlist" in h.results[0][3]
+        assert h.memory.question("msg-1")[3] is None  # still open
+    finally:
+        h.close()
+
+
+def test_a_refused_answer_can_be_given_again_once_the_car_is_parked(harness: Harness) -> None:
+    now = time.time()
+    harness.memory.ask("msg-1", "charge.started", ["ok", "later"], {}, now)
+    topic = f"carfriend/v1/{VID}/cmd/reply"
+    reply = {"message_id": "msg-1", "answer": "later"}
+    harness.runner.handle(topic, payload("reply", reply, issued=datetime.now(UTC)), parked_state(now, speed=20), now)
+    assert harness.results[-1][2] == "rejected" and "moving" in harness.results[-1][3]
+    assert harness.memory.question("msg-1")[3] is None
+    harness.runner.handle(topic, payload("reply", reply, issued=datetime.now(UTC)), parked_state(now), now)
+    assert harness.results[-1][2] == "accepted"
+    assert [f.arbitration_id for f in harness.frames()] == [0x6A3]
+    assert harness.memory.question("msg-1")[3] == "later"
+    harness.runner.handle(topic, payload("reply", reply, issued=datetime.now(UTC)), parked_state(now), now)
+    assert harness.results[-1][2] == "rejected" and "already answered" in harness.results[-1][3]
+
+
+def test_an_answer_whose_action_was_never_confirmed_can_be_given_again(tmp_path: Path) -> None:
+    h = Harness(tmp_path, env={"CARFRIEND_COMMANDS__CONFIRM_TIMEOUT_S": "0.05"})
+    try:
+        now = time.time()
+        h.memory.ask("msg-1", "charge.started", ["ok", "later"], {}, now)
+        topic = f"carfriend/v1/{VID}/cmd/reply"
+        reply = {"message_id": "msg-1", "answer": "later"}
+        h.runner.handle(topic, payload("reply", reply, issued=datetime.now(UTC)), parked_state(now), now)
+        assert h.results[-1][2] == "accepted"
+        deadline = time.monotonic() + 5
+        while h.runner.pending and time.monotonic() < deadline:
+            time.sleep(0.06)
+            h.runner.poll(parked_state(now), now)
+        assert h.results[-1][2] == "failed"
+        assert h.memory.question("msg-1")[3] is None
+        h.runner.handle(topic, payload("reply", reply, issued=datetime.now(UTC)), parked_state(now), now)
+        assert h.results[-1][2] == "accepted"
+    finally:
+        h.close()
+
+
+def test_charge_schedule_off_peak_without_a_window_is_a_clean_rejection(tmp_path: Path) -> None:
+    profile = EV_CONFIG.read_text().replace('offpeak_window = "23:00-07:00"', "")
+    profile = profile.replace('dbc = ["../../dbc/', f'dbc = ["{EV_CONFIG.parents[2]}/dbc/')
+    (tmp_path / "car.toml").write_text(profile)
+    h = Harness(tmp_path, config_path=tmp_path / "car.toml")
+    try:
+        now = time.time()
+        raw = payload("charge.schedule", {"at": "off-peak"}, issued=datetime.now(UTC))
+        h.runner.handle(f"carfriend/v1/{VID}/cmd/charge.schedule", raw, parked_state(now), now)
+        assert h.results == [(h.results[0][0], h.results[0][1], "rejected",
+                              "no off-peak window configured ([vehicle] offpeak_window)")]
+        assert h.frames() == []
+    finally:
+        h.close()
