@@ -9,8 +9,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from agent.config import _describe, _env_value, _read_toml
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
+from agent.profile.config import _describe, _env_value, _read_toml
 
 ENV_PREFIX = "CARFRIEND_RELAY_"
 TOPIC_ROOT = "carfriend/v1"
