@@ -229,7 +229,7 @@ def raw_envelope(cid: str = "k1", issued: bytes = b'"2026-11-22T03:00:00Z"', arg
 def signed_raw(name: str, args_json: bytes, issued: str = "2026-11-22T03:00:00Z", cid: str = "s1") -> bytes:
     """A correctly signed payload whose args are given as JSON text (whatever the agent will parse)."""
     args = json.loads(args_json)
-    from agent.commands import sign
+    from agent.commands.protocol import sign
     return raw_envelope(cid, json.dumps(issued).encode(), args_json, sign(KEY, VID, name, cid, issued, args))
 
 

@@ -21,10 +21,10 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from mqtt_helpers import Mosquitto, Recorder
 
-from agent.commands import COMMANDS, sign
-from agent.commands_cli import signed_payload
-from agent.config import load_config
-from agent.daemon import Agent
+from agent.cli.command import signed_payload
+from agent.cli.daemon import Agent
+from agent.commands.protocol import COMMANDS, sign
+from agent.profile.config import load_config
 
 pytestmark = pytest.mark.slow
 VID = "carfriend-ev-0001"
@@ -34,7 +34,7 @@ ZEROS = "0" * 64
 
 
 class LiveAgent:
-    """carfriend's daemon (agent.daemon.Agent) on its own thread, on a virtual bus, against a real
+    """carfriend's daemon (agent.cli.daemon.Agent) on its own thread, on a virtual bus, against a real
     broker; a feeder plays the parked car's status frames, a watcher records what the agent sends."""
 
     def __init__(self, mosquitto: Mosquitto, state_dir: Path, channel: str, env: dict[str, str] | None = None) -> None:
