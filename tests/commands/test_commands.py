@@ -409,3 +409,25 @@ def test_charge_schedule_off_peak_without_a_window_is_a_clean_rejection(tmp_path
         assert h.frames() == []
     finally:
         h.close()
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
+
+
+TRICKY_TEXT = st.text(st.sampled_from('[]{}"\\/nu0a é'), max_size=12)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.recursive(st.none() | st.integers() | TRICKY_TEXT,
+                    lambda c: st.lists(c, max_size=3) | st.dictionaries(TRICKY_TEXT, c, max_size=3), max_leaves=20),
+       st.integers(0, 6), st.booleans())
+def test_the_depth_scan_agrees_with_the_parse_for_any_json(value: Any, limit: int, ascii_only: bool) -> None:
+    from agent.commands.protocol import too_deep
+
+    text = json.dumps(value, ensure_ascii=ascii_only).encode()
+    assert too_deep(text, limit) == (_depth(value) > limit)
