@@ -332,8 +332,14 @@ class Agent:
     def _counters_line(self) -> str:
         c = self.pipeline.counters()
         dropped = " ".join(f"{k}={v}" for k, v in c["dropped"].items() if v) or "none"
+        counts = dict(self.commands.counts) if self.commands else {}
+        if self.uplink is not None:
+            counts.update(retained=self.uplink.retained_commands, unreadable=self.uplink.unreadable_commands)
+        commands = " ".join(f"{k.replace(': ', '_').replace(' ', '_')}={v}" for k, v in sorted(counts.items())
+                            if v) or "none"
         return (f"frames={c['frames']} decoded={c['decoded']} unchanged={c['unchanged']} "
-                f"dropped[{dropped}] messages={c['messages']} sent={self.courier.sent if self.courier else 0}")
+                f"dropped[{dropped}] messages={c['messages']} sent={self.courier.sent if self.courier else 0} "
+                f"commands[{commands}]")
 
 
 def open_outbox(config: AgentConfig) -> SqliteOutbox:

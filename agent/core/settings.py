@@ -231,6 +231,9 @@ class CommandsConfig(_Model):
     skew_s: Annotated[float, Field(ge=0)] = 30.0
     rate_per_minute: Annotated[int, Field(ge=1)] = 10
     confirm_timeout_s: Annotated[float, Field(gt=0)] = 15.0
+    # The safety interlock trusts speed and gear only this fresh (a valid reading within this
+    # many seconds, and no "not available" reading since), whatever the signals' stale_after_s.
+    interlock_max_age_s: Annotated[float, Field(gt=0, le=60)] = 3.0
     max_payload_bytes: Annotated[int, Field(ge=256, le=65536)] = 4096
     frames: dict[str, CommandFrame] = Field(default_factory=dict)
 
