@@ -22,7 +22,8 @@ from paho.mqtt.properties import Properties
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from relay.config import TOPIC_ROOT, MqttConfig
+from agent.errors import ConfigError
+from relay.config import TOPIC_ROOT, MqttConfig, mqtt_password, tls_files
 from relay.hub import Hub
 from relay.ingest import SUBSCRIBED, Dropped, Inbound, parse
 from relay.store import Store, known_vehicles, now_utc
@@ -61,6 +62,7 @@ class MqttIngest:
         self.store = Store(state_history_min_interval_s)
         self.dropped: Counter[str] = Counter()
         self.stored = 0
+        self.connects = 0  # successful connections (a takeover shows as reconnects)
         self.connected = threading.Event()
         self._queue: queue.Queue[Received] = queue.Queue()
         self._generation = 0
@@ -75,12 +77,19 @@ class MqttIngest:
     def _make_client(self) -> mqtt.Client:
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.cfg.client_id,
                              protocol=mqtt.MQTTv5, manual_ack=True)
-        if self.cfg.username:
-            password = self.cfg.password.get_secret_value() if self.cfg.password else None
+        password = mqtt_password(self.cfg)
+        if self.cfg.username or password:
             client.username_pw_set(self.cfg.username, password)
         if self.cfg.tls:
-            client.tls_set(ca_certs=str(self.cfg.ca_file) if self.cfg.ca_file else None,
-                           tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            files = tls_files(self.cfg)
+            try:
+                client.tls_set(ca_certs=str(files.ca_file) if files.ca_file else None,
+                               certfile=str(files.cert_file) if files.cert_file else None,
+                               keyfile=str(files.key_file) if files.key_file else None,
+                               tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                raise ConfigError(f"[mqtt] TLS files {files.cert_file or files.ca_file}: "
+                                  f"cannot load: {exc}") from None
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -92,6 +101,7 @@ class MqttIngest:
             log.warning("broker refused the connection: %s", reason)
             return
         self._generation += 1
+        self.connects += 1
         topics = [(self.subscription(leaf), 1) for leaf in SUBSCRIBED]
         client.subscribe(topics)
         log.info("connected to %s:%d, subscribed to %d topics", self.cfg.host, self.cfg.port,
