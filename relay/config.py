@@ -77,6 +77,14 @@ class IngestConfig(_Model):
     batch_max: Annotated[int, Field(ge=1, le=10_000)] = 500
     # Keep the state history at most this often per vehicle (the latest state is always kept).
     state_history_min_interval_s: Annotated[float, Field(ge=0)] = 60.0
+    # Timestamps further ahead of the relay's clock are refused (a car's clock may run a little
+    # fast; one in 2099 would freeze its state, as an older document never replaces a newer one).
+    max_future_s: Annotated[float, Field(ge=0, le=86400)] = 300.0
+    # Signals a vehicle's state may hold (the agent publishes a few dozen); new names beyond
+    # are left out and counted, so no car can grow every history row.
+    max_signals: Annotated[int, Field(ge=1, le=1000)] = 64
+    # /healthz is unhealthy while a message has waited longer than this to be stored.
+    max_lag_s: Annotated[float, Field(gt=0)] = 60.0
 
 
 class KeysConfig(_Model):

@@ -192,10 +192,10 @@ def public_feed(request: Request) -> Response:
 
 
 def healthz(request: Request) -> Response:
+    """200 "ok", or 503 with the reason: broker disconnected, ingest worker stopped or lagging."""
     ingest = _ctx(request).ingest
-    connected = ingest is None or ingest.connected.is_set()
-    return PlainTextResponse("ok" if connected else "broker disconnected",
-                             status_code=200 if connected else 503)
+    problem = ingest.health() if ingest is not None else None
+    return PlainTextResponse(problem or "ok", status_code=503 if problem else 200)
 
 
 def _vehicle_for(s: Any, user: User, vid: str) -> tuple[Vehicle, Access]:
