@@ -242,9 +242,9 @@ class InboundAppointment(_OpenDoc):
     dealer_id: Text64 | None = None
     service_type: Text100 | None = None
     service: Text100 | None = None
-    odometer_km: Number | None = None
-    days_to_service: Number | None = None
-    distance_to_service_km: Number | None = None
+    odometer_km: BoundedInt | Number | None = None
+    days_to_service: BoundedInt | Number | None = None
+    distance_to_service_km: BoundedInt | Number | None = None
     active_dtcs: Annotated[list[Text16], Field(max_length=64)] | None = None
     preferred_slots: Annotated[list[Text64], Field(max_length=16)] | None = None
 

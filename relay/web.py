@@ -28,6 +28,7 @@ from relay.commands import Downlink
 from relay.config import RelayConfig
 from relay.hub import Hub
 from relay.models import User
+from relay.render import number, printable
 
 if TYPE_CHECKING:
     from relay.mqtt import MqttIngest
@@ -88,8 +89,9 @@ class SecurityMiddleware:
 
 def make_templates() -> Jinja2Templates:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
-                             undefined=jinja2.StrictUndefined)
+                             undefined=jinja2.StrictUndefined, finalize=printable)
     env.filters["iso"] = iso
+    env.filters["number"] = number
     env.filters["answer_label"] = lambda a: ANSWER_LABELS.get(str(a).lower(), str(a).capitalize())
     return Jinja2Templates(env=env)
 
