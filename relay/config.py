@@ -65,8 +65,9 @@ class WebConfig(_Model):
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     # File holding the cookie-signing secret; created (0600) on first start when missing.
     secret_file: Path = Path("relay-secret.key")
-    # Mark cookies Secure: set when the relay is served over HTTPS (behind a proxy).
-    secure_cookies: bool = False
+    # Mark cookies Secure (sent over HTTPS only). Unset: on, unless `host` is a loopback address
+    # (a developer's machine, or a TLS proxy on the same host that talks to the relay over http).
+    secure_cookies: bool | None = None
     session_max_age_s: Annotated[int, Field(ge=60)] = 14 * 24 * 3600
     login_attempts_per_window: Annotated[int, Field(ge=1)] = 5
     login_window_s: Annotated[int, Field(ge=1)] = 300

@@ -154,5 +154,11 @@ def _dropped(value: Any) -> float | None:
     return None
 
 
+def is_fleet_wide_operator(session: Session, user_id: int) -> bool:
+    return session.scalar(select(Membership.id).where(
+        Membership.user_id == user_id, Membership.role == "operator",
+        Membership.vehicle_id.is_(None)).limit(1)) is not None
+
+
 def user_by_name(session: Session, username: str) -> User | None:
     return session.scalars(select(User).where(User.username == username)).first()
