@@ -28,7 +28,8 @@ try:
 except ImportError as exc:  # the relay extra is not installed: only the pure tests run
     print(f"tests/relay: {exc.name} missing (pip install -e '.[relay]'): relay server tests skipped")
     collect_ignore = [f"test_relay_{name}.py" for name in (
-        "ingest", "web_auth", "commands", "restart", "e2e_agent", "browser")]
+        "ingest", "web_auth", "commands", "restart", "e2e_agent", "browser", "poison", "render",
+        "broker_trust", "web_trust", "fuzz")]
     Relay = Any  # type: ignore[misc,assignment]
 
 PASSWORD = "correct-horse-battery"
@@ -249,3 +250,27 @@ def count_rows(relay: Relay, model: type, **where: Any) -> int:
         for k, v in where.items():
             q = q.where(getattr(model, k) == v)
         return int(s.scalar(q) or 0)
+
+
+def pages_render(relay: Relay) -> None:
+    """/fleet for the operator, /dealer for the dealer, the owner's and the operator's page of
+    car-a, and the owner's live stream, which must go on to show a message added now."""
+    from relay.models import Message, utcnow
+
+    olga, dan, alice = (login(relay, u) for u in ("olga", "dan", "alice"))
+    for client, path in ((olga, "/fleet"), (dan, "/dealer"), (alice, "/v/car-a"),
+                         (olga, "/v/car-a")):
+        r = client.get(path)
+        assert r.status_code == 200, (path, r.status_code, r.text[-500:])
+    live = SseReader(login(relay, "alice"), "/v/car-a/events")
+    try:
+        wait_until(lambda: live.of("state"), 10, "the state card on the live stream")
+        with relay.ctx.sessions() as s, s.begin():
+            s.add(Message(vehicle_id="car-a", msg_id=str(uuid.uuid4()), ts=utcnow(),
+                          kind="battery.low", severity="warning", visibility="private",
+                          text="AFTER-THE-BAD-DATA", data={}))
+        relay.ctx.hub.notify(["car-a"])
+        wait_until(lambda: any("AFTER-THE-BAD-DATA" in d for d in live.of("item")), 10,
+                   "a new message on the same live stream")
+    finally:
+        live.close()

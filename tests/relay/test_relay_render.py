@@ -9,14 +9,7 @@ from pathlib import Path
 
 import pytest
 from mqtt_helpers import Mosquitto
-from relay_testkit import (
-    SseReader,
-    cert_car,
-    count_rows,
-    login,
-    persona_message,
-    wait_until,
-)
+from relay_testkit import cert_car, count_rows, login, pages_render, persona_message, wait_until
 
 from relay.models import Appointment, Message, Vehicle, utcnow
 from relay.server import Relay
@@ -25,28 +18,6 @@ SOC = "Vehicle.Powertrain.TractionBattery.StateOfCharge.Displayed"
 DTCS = "Vehicle.Diagnostics.DTCList"
 CHARGING = "Vehicle.Powertrain.TractionBattery.Charging.IsCharging"
 HUGE = 10**401
-
-
-def pages_render(relay: Relay) -> None:
-    """/fleet for the operator, /dealer for the dealer, the owner's page and its live stream."""
-    olga, dan, alice = (login(relay, u) for u in ("olga", "dan", "alice"))
-    for client, path in ((olga, "/fleet"), (dan, "/dealer"), (alice, "/v/car-a"),
-                         (olga, "/v/car-a")):
-        r = client.get(path)
-        assert r.status_code == 200, (path, r.status_code, r.text[-500:])
-    live = SseReader(login(relay, "alice"), "/v/car-a/events")
-    try:
-        wait_until(lambda: live.of("state"), 10, "the state card on the live stream")
-        marker = persona_message("car-a", "battery.low", text="AFTER-THE-BAD-DATA")
-        with relay.ctx.sessions() as s, s.begin():
-            s.add(Message(vehicle_id="car-a", msg_id=marker["id"], ts=utcnow(), kind="battery.low",
-                          severity="warning", visibility="private", text=marker["text"],
-                          data={}))
-        relay.ctx.hub.notify(["car-a"])
-        wait_until(lambda: any("AFTER-THE-BAD-DATA" in d for d in live.of("item")), 10,
-                   "a new message on the same live stream")
-    finally:
-        live.close()
 
 
 def store_hostile_rows(relay: Relay) -> None:
