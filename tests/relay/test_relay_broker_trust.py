@@ -5,15 +5,25 @@ relay's or another car's client id."""
 
 from __future__ import annotations
 
+import glob
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from mqtt_helpers import Mosquitto
-from relay_testkit import cert_car, count_rows, persona_message, tls_relay_config, wait_until
+from mqtt_helpers import Mosquitto, shipped_tls_mosquitto
+from relay_testkit import (
+    ROOT,
+    cert_car,
+    count_rows,
+    persona_message,
+    populate,
+    tls_relay_config,
+    wait_until,
+)
 from sqlalchemy import select
 
 from agent.errors import ConfigError
@@ -188,3 +198,57 @@ def test_the_shipped_acl_still_confines_each_car_to_its_own_topics(tls_relay: Re
         spy.close()
         forger.close()
         car.close()
+
+
+@pytest.fixture
+def dynsec_broker(pki: Path) -> Iterator[Mosquitto]:
+    """The shipped listener with the dynamic-security plugin instead of the ACL file, its
+    example configuration (docs/mosquitto/dynamic-security.json) given one role per test car."""
+    plugin = next(iter(glob.glob("/usr/lib/*/mosquitto_dynamic_security.so")), None)
+    if plugin is None:
+        pytest.skip("Mosquitto's dynamic-security plugin is not installed")
+    broker = shipped_tls_mosquitto(pki, ROOT / "docs" / "mosquitto")
+    example = json.loads((ROOT / "docs/mosquitto/dynamic-security.json").read_text())
+    template = "carfriend-ev-0001"
+    car_client = next(c for c in example["clients"] if c["username"] == template)
+    car_role = next(r for r in example["roles"] if r["rolename"] == f"car-{template}")
+    for car in ("car-a", "car-b", "car-pub", "car-stranger"):
+        example["clients"].append(json.loads(json.dumps(car_client).replace(template, car)))
+        example["roles"].append(json.loads(json.dumps(car_role).replace(template, car)))
+    (broker.dir / "dynamic-security.json").write_text(json.dumps(example))
+    conf = broker.conf.read_text().replace(
+        f"acl_file {broker.dir}/acl",
+        f"plugin {plugin}\nplugin_opt_config_file {broker.dir}/dynamic-security.json")
+    assert "plugin_opt_config_file" in conf
+    broker.conf.write_text(conf)
+    broker.start()
+    yield broker
+    broker.close()
+
+
+def test_with_dynamic_security_a_share_group_can_be_kept_for_the_relay(
+        tmp_path: Path, dynsec_broker: Mosquitto, pki: Path) -> None:
+    """Unlike the ACL file, the dynamic-security plugin checks SUBSCRIBE, $share/<group>/ prefix
+    included: with one role per car, the relay may use shared subscriptions safely."""
+    relay = Relay(tls_relay_config(tmp_path, dynsec_broker, pki,
+                                   mqtt={"shared_subscriptions": True}), live_poll_s=1.0)
+    populate(relay)
+    relay.start()
+    thieves = [Listener(dynsec_broker, pki, cert, f"thief-{cert}")
+               for cert in ("car-b", "car-pub", "car-stranger")]
+    car = cert_car(dynsec_broker, pki, "car-a")
+    try:
+        assert relay.ingest.connected.wait(30)
+        for thief in thieves:
+            thief.subscribe("$share/carfriend-relay/carfriend/v1/+/messages")
+            assert thief.subacks[-1] == ["Not authorized"]
+        for i in range(30):
+            car.message("car-a", "battery.low", ts=time.time() - 600 + i)
+        wait_until(lambda: count_rows(relay, Message, vehicle_id="car-a") == 30, 20,
+                   "all 30 of car-a's messages stored through the share group")
+        assert all(not t.received for t in thieves)
+    finally:
+        car.close()
+        for thief in thieves:
+            thief.close()
+        relay.stop()
