@@ -168,7 +168,7 @@ class MqttIngest:
                 self._busy_since = batch[0].at
                 try:
                     self._handle(batch)
-                except Exception:  # a bug, not an input: count, acknowledge, go on
+                except Exception:  # a bug, not an input (the steps catch their own): go on
                     log.exception("ingest failed on a batch of %d messages", len(batch))
                     self.dropped["internal-error"] += len(batch)
                     self._ack(batch)
@@ -213,7 +213,10 @@ class MqttIngest:
             return
         self._ack(batch)
         if touched:
-            self.hub.notify(touched)
+            try:
+                self.hub.notify(touched)
+            except Exception:  # live pages catch up on their next poll
+                log.exception("waking the live pages failed")
 
     def _check(self, item: Received) -> Inbound | None:
         """The record to store, or None after counting why not (never raises)."""
@@ -234,8 +237,14 @@ class MqttIngest:
         if vehicle_id in self._known:
             return True
         if time.monotonic() - self._known_at > 5.0:  # a vehicle added since: reload, rate-limited
-            with self.sessions() as session:
-                self._known = known_vehicles(session)
+            try:
+                with self.sessions() as session:
+                    self._known = known_vehicles(session)
+            except OperationalError as exc:
+                # The database is away: let it through, the store waits for the database (and
+                # its foreign key refuses a vehicle that is not registered). Never drop for that.
+                log.warning("cannot reload the registered vehicles (%s)", exc.orig)
+                return True
             self._known_at = time.monotonic()
         return vehicle_id in self._known
 
