@@ -12,7 +12,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from agent.errors import CarfriendError
+from agent.core.errors import CarfriendError
 from relay.auth import hash_password
 from relay.config import RelayConfig
 from relay.db import make_engine, make_sessionmaker, migrate

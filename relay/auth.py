@@ -15,8 +15,8 @@ from pathlib import Path
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from agent.config import credential
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
+from agent.profile.config import credential
 
 log = logging.getLogger(__name__)
 MIN_SECRET = 32

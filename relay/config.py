@@ -10,8 +10,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from agent.config import _describe, _env_value, _read_toml, credential, read_secret
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
+from agent.profile.config import _describe, _env_value, _read_toml, credential, read_secret
 
 ENV_PREFIX = "CARFRIEND_RELAY_"
 TOPIC_ROOT = "carfriend/v1"

@@ -22,7 +22,7 @@ from paho.mqtt.properties import Properties
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 from relay.config import TOPIC_ROOT, IngestConfig, MqttConfig, mqtt_password, tls_files
 from relay.hub import Hub
 from relay.ingest import SUBSCRIBED, Dropped, Inbound, Limits, ingest_problem, parse

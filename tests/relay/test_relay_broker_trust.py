@@ -26,7 +26,7 @@ from relay_testkit import (
 )
 from sqlalchemy import select
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 from relay.models import Command, Message
 from relay.server import Relay
 

@@ -23,7 +23,7 @@ from relay_testkit import (
     wait_until,
 )
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 from relay.admin import grant, revoke, set_password
 from relay.auth import LoginLimiter, load_or_create_secret
 from relay.config import WebConfig
