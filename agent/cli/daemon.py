@@ -15,8 +15,11 @@ from typing import Any
 
 import can
 
+from agent import __version__
 from agent.commands.runner import CommandMemory, CommandRunner, read_command_key
 from agent.core.errors import CarfriendError, ConfigError, SourceError
+from agent.core.health import BusErrorState
+from agent.core.homeassistant import discovery_configs
 from agent.core.model import PersonaMessage, iso_utc
 from agent.core.pipeline import Pipeline
 from agent.core.rules import Event
@@ -25,6 +28,8 @@ from agent.core.statepub import StateReporter
 from agent.core.vehicle import Vehicle
 from agent.io.courier import Courier
 from agent.io.fastbus import read_batch
+from agent.io.hadiscovery import DiscoveryPublisher
+from agent.io.health import HealthPublisher
 from agent.io.outbox import SqliteOutbox
 from agent.io.sdnotify import SystemdNotifier
 from agent.io.sources import open_bus
@@ -72,6 +77,10 @@ class Agent:
                                       full_interval_s=config.mqtt.state_interval_s,
                                       deadbands=config.mqtt.state_deadbands)
         self._last_frame = (0.0, time.monotonic())  # (event time, monotonic) of the last frame
+        self.bus_errors = BusErrorState()
+        self.health: HealthPublisher | None = None
+        self.discovery: DiscoveryPublisher | None = None
+        self._announce_due = False
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -90,6 +99,10 @@ class Agent:
             self.uplink = PahoUplink(self.config, on_command=on_command)
             self.courier = Courier(self.outbox, self.uplink, vehicle_id=self.config.vehicle.id,
                                    fleet_topic=self.config.topic("fleet"))
+            self.discovery = DiscoveryPublisher(self.config.resolved_state_dir() / "homeassistant.json",
+                                                self._publish_retained)
+            if self.config.health.enabled:
+                self.health = HealthPublisher(self.config, __version__)
             self.uplink.start()
         else:
             log.warning("[mqtt] host not set: messages are kept in the outbox %s", self.outbox.path)
@@ -129,7 +142,7 @@ class Agent:
             self._reopen_bus()
             return
         try:
-            n = read_batch(bus, self.pipeline.process, self.pipeline.error_frame, RECV_TIMEOUT_S)
+            n = read_batch(bus, self.pipeline.process, self._error_frame, RECV_TIMEOUT_S)
         except (can.CanError, OSError) as exc:
             log.error("CAN bus %s %s lost: %s; state and messages are kept, retrying every %g s",
                       self.config.can.interface, self.config.can.channel, exc, self.config.can.reconnect_s)
@@ -154,6 +167,7 @@ class Agent:
             return
         finally:
             can_log.setLevel(level)
+        self.bus_errors.reopened()
         log.info("CAN bus %s %s is back", self.config.can.interface, self.config.can.channel)
         self.notifier.status(f"reading {self.config.can.interface} {self.config.can.channel}")
 
@@ -170,6 +184,7 @@ class Agent:
         if self.courier is not None:
             self.courier.pump()
         self._maybe_publish_state()
+        self._reports()
         c = self.pipeline.counters()
         self.notifier.status(f"frames {c['frames']}, decoded {c['decoded']}, messages {c['messages']}")
 
@@ -177,8 +192,9 @@ class Agent:
         uplink = self.uplink
         if uplink is None or not uplink.connected.is_set():
             return
-        if uplink.reconnected.is_set():
+        if uplink.reconnected.is_set() or self._announce_due:
             uplink.reconnected.clear()
+            self._announce_discovery()  # before the state, so Home Assistant has the entities for it
             self.reporter.request_full()
         if force:
             self.reporter.request_full()
@@ -186,6 +202,30 @@ class Agent:
         if due is not None:
             doc, full = due
             uplink.publish_state(doc, retain=full)
+
+    def _announce_discovery(self) -> None:
+        """Home Assistant discovery on every (re)connect and reload; clears entities gone from the mapping."""
+        self._announce_due = False
+        if self.discovery is not None:
+            enabled = self.config.homeassistant.enabled
+            self.discovery.announce(discovery_configs(self.config, self.vehicle.mapped_paths, __version__)
+                                    if enabled else {})
+
+    def _publish_retained(self, topic: str, payload: bytes) -> Any:
+        assert self.uplink is not None
+        return self.uplink.client.publish(topic, payload, qos=1, retain=True)
+
+    def _reports(self) -> None:
+        """The health document when due; forget the discovery clears the broker acknowledged."""
+        if self.discovery is not None:
+            self.discovery.poll()
+        if self.health is not None and self.uplink is not None and self.outbox is not None:
+            self.health.poll(self.uplink, self.outbox, counters=self.pipeline.counters(), errors=self.bus_errors,
+                             bus_open=self.bus is not None, sent=self.courier.sent if self.courier else 0)
+
+    def _error_frame(self, msg: can.Message) -> None:
+        self.pipeline.error_frame()
+        self.bus_errors.on_error_frame(msg.arbitration_id, bytes(msg.data))
 
     def _event_now(self) -> float:
         """Event time now: the last frame's time plus the real time since it came."""
@@ -259,6 +299,7 @@ class Agent:
         self.config, self.vehicle = config, vehicle
         self.pipeline = self._new_pipeline(vehicle)
         self.pipeline.adopt(old)
+        self._announce_due = True  # the mapping may have changed: entities come and go
         self._close_bus()
         try:  # the new interface and filters, at once
             self.bus = self.bus_factory(self.config, self.vehicle.can_filters())
@@ -291,8 +332,14 @@ class Agent:
     def _counters_line(self) -> str:
         c = self.pipeline.counters()
         dropped = " ".join(f"{k}={v}" for k, v in c["dropped"].items() if v) or "none"
+        counts = dict(self.commands.counts) if self.commands else {}
+        if self.uplink is not None:
+            counts.update(retained=self.uplink.retained_commands, unreadable=self.uplink.unreadable_commands)
+        commands = " ".join(f"{k.replace(': ', '_').replace(' ', '_')}={v}" for k, v in sorted(counts.items())
+                            if v) or "none"
         line = (f"frames={c['frames']} decoded={c['decoded']} unchanged={c['unchanged']} "
-                f"dropped[{dropped}] messages={c['messages']} sent={self.courier.sent if self.courier else 0}")
+                f"dropped[{dropped}] messages={c['messages']} sent={self.courier.sent if self.courier else 0} "
+                f"commands[{commands}]")
         top = self.pipeline.decoder.drops.top(3)  # which ids, messages and signals the drops come from
         if top:
             line += " where[" + "; ".join(f"{reason}: " + ", ".join(f"{w} {n}" for w, n in sites)

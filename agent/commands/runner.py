@@ -10,7 +10,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +78,11 @@ class CommandMemory:
     def answered(self, message_id: str, answer: str) -> None:
         self.db.execute("UPDATE questions SET answered = ? WHERE message_id = ?", (answer, message_id))
 
+    def reopen(self, message_id: str, answer: str) -> None:
+        """The answer's action did not take: the question is open again."""
+        self.db.execute("UPDATE questions SET answered = NULL WHERE message_id = ? AND answered = ?",
+                        (message_id, answer))
+
     # Messages held during quiet hours (agent.voice.HeldStore): a restart loses none.
     def hold(self, msg: PersonaMessage) -> None:
         self.db.execute("INSERT OR IGNORE INTO held (id, message) VALUES (?, ?)", (msg.id, msg.model_dump_json()))
@@ -100,6 +105,7 @@ class Pending:
     expect: dict[str, Any]
     deadline: float  # monotonic
     on_done: Callable[[], None] | None = None
+    on_fail: Callable[[], None] | None = None
     sent_at: float = field(default_factory=time.monotonic)
 
 
@@ -119,6 +125,7 @@ class CommandRunner:
         self.pending: list[Pending] = []
         self.recent: deque[float] = deque()
         self.dropped = 0
+        self.counts: Counter[str] = Counter()  # by outcome and drop reason, for the counters log
         self._counters: dict[int, int] = {}
         self.frames = self._check_frames()
 
@@ -145,27 +152,48 @@ class CommandRunner:
     # -- intake ---------------------------------------------------------------------------
     def handle(self, topic: str, payload: bytes, state: VehicleState, event_now: float,
                wall_now: float | None = None) -> None:
+        """One command off the downlink: answered or dropped, counted, never raised.
+
+        The worker loop calls this for every payload anyone could publish: nothing here may
+        end that loop.
+        """
         name = topic.rsplit("/cmd/", 1)[-1]
         if not name or len(name) > 64 or not set(name) <= NAME_CHARS or name.endswith("/result"):
             self._drop("bad command topic")
             return
         try:
-            cmd = parse(name, payload, vehicle_id=self.config.vehicle.id, key=self.key,
-                        now=time.time() if wall_now is None else wall_now, window_s=self.cfg.window_s,
-                        skew_s=self.cfg.skew_s, max_bytes=self.cfg.max_payload_bytes)
-            self._admit(cmd, wall_now)
-        except CommandError as exc:
-            cid = read_id(payload) if len(payload) <= self.cfg.max_payload_bytes else None
+            try:
+                cmd = parse(name, payload, vehicle_id=self.config.vehicle.id, key=self.key,
+                            now=time.time() if wall_now is None else wall_now, window_s=self.cfg.window_s,
+                            skew_s=self.cfg.skew_s, max_bytes=self.cfg.max_payload_bytes)
+                self._admit(cmd, wall_now)
+            except CommandError as exc:
+                self._refuse(name, payload, exc.reason)
+                return
+            self._execute(cmd, state, event_now)
+        except Exception as exc:  # noqa: BLE001 - a bug or a driver's surprise: one command, not the agent
+            self.counts["internal error"] += 1
+            log.error("command %s: internal error: %s: %s", name, type(exc).__name__, exc,
+                      exc_info=log.isEnabledFor(logging.DEBUG))
+            self._refuse(name, payload, f"internal error ({type(exc).__name__})")
+
+    def _refuse(self, name: str, payload: bytes, reason: str) -> None:
+        """Answer `rejected` when the payload has a readable id; otherwise drop and count it."""
+        try:
+            cid = read_id(payload, self.cfg.max_payload_bytes)
             if cid is None:
-                self._drop(exc.reason)
-            else:
-                log.warning("command %s %s rejected: %s", name, cid, exc.reason)
-                self.result(name, cid, "rejected", exc.reason)
-            return
-        self._execute(cmd, state, event_now)
+                self._drop(reason)
+                return
+            log.warning("command %s %s rejected: %s", name, cid, reason)
+            self.counts["rejected"] += 1
+            self.result(name, cid, "rejected", reason)
+        except Exception as exc:  # noqa: BLE001 - the answer could not be queued: counted, go on
+            self.counts["unanswered"] += 1
+            log.error("command %s: the rejection could not be answered: %s: %s", name, type(exc).__name__, exc)
 
     def _drop(self, reason: str) -> None:
         self.dropped += 1
+        self.counts[f"dropped: {_category(reason)}"] += 1
         log.warning("command payload dropped (%s); %d dropped so far", reason, self.dropped)
 
     def _admit(self, cmd: Command, wall_now: float | None) -> None:
@@ -194,31 +222,43 @@ class CommandRunner:
             self._actuate(cmd, cmd.name, dict(cmd.args), state, event_now)
 
     def _actuate(self, cmd: Command, name: str, args: dict[str, Any], state: VehicleState, event_now: float,
-                 on_done: Callable[[], None] | None = None) -> None:
-        why = interlock(state, event_now)
+                 on_done: Callable[[], None] | None = None, on_fail: Callable[[], None] | None = None) -> bool:
+        """Send the frame for ``name`` if allowed, supported and safe now; True when it was sent.
+
+        Every action is checked here, whatever asked for it (a command, or an answer to a question).
+        """
+        if not self.allowed(name):
+            self._finish(cmd, "rejected", f"{name} is not on this vehicle's allowlist")
+            return False
+        why = interlock(state, event_now, max_age_s=self.cfg.interlock_max_age_s)
         if why is not None:
             self._finish(cmd, "rejected", why)
-            return
+            return False
         if name not in self.frames:
             self._finish(cmd, "rejected", f"{name} is not supported by this vehicle (no [commands.frames] entry)")
-            return
+            return False
         message, cf = self.frames[name]
-        if name == "charge.schedule":
-            args["start_minutes"] = self._start_minutes(args["at"])
         try:
+            if name == "charge.schedule":
+                args["start_minutes"] = self._start_minutes(args["at"])
             data = self._encode(message, {s: _fill(v, args) for s, v in cf.signals.items()})
+        except CommandError as exc:
+            self._finish(cmd, "rejected", exc.reason)
+            return False
         except (ValueError, KeyError) as exc:
             self._finish(cmd, "rejected", f"cannot encode {message.name}: {exc}")
-            return
+            return False
         frame = can.Message(arbitration_id=message.frame_id, data=data, is_extended_id=message.is_extended_frame)
         try:
             self.send(frame)
         except (can.CanError, OSError) as exc:
             self._finish(cmd, "failed", f"CAN send failed: {exc}")
-            return
+            return False
         self._finish(cmd, "accepted", f"sent {message.name}")
         expect = {p: _fill(v, args) for p, v in cf.confirm.items()}
-        self.pending.append(Pending(cmd, name, expect, time.monotonic() + self.cfg.confirm_timeout_s, on_done))
+        self.pending.append(Pending(cmd, name, expect, time.monotonic() + self.cfg.confirm_timeout_s,
+                                    on_done, on_fail))
+        return True
 
     def _encode(self, message: Message, values: dict[str, Any]) -> bytes:
         full: dict[str, Any] = {}
@@ -247,57 +287,84 @@ class CommandRunner:
         return int(hh) * 60 + int(mm)
 
     def _reply(self, cmd: Command, state: VehicleState, event_now: float) -> None:
+        """An answer to a question. It counts as given only once what it asks for was accepted:
+        a refused one (moving, not allowed, ...) can be given again."""
         message_id, answer = cmd.args["message_id"], cmd.args["answer"].lower()
         asked = self.memory.question(message_id)
         if asked is None:
             self._finish(cmd, "rejected", f"no question with message_id {message_id}")
             return
-        kind, answers, data, answered = asked
+        kind, answers, _data, answered = asked
         if answered is not None:
             self._finish(cmd, "rejected", f"already answered: {answered}")
             return
         if answer not in answers:
             self._finish(cmd, "rejected", f"answer must be one of {', '.join(answers)}")
             return
-        self.memory.answered(message_id, answer)
         if (kind, answer) in (("charge.started", "later"), ("charge.offpeak_question", "yes")):
-            window = self.config.vehicle.offpeak_window
-            if window is None:
-                self._finish(cmd, "rejected", "no off-peak window configured: cannot wait")
-                return
-            start = window.split("-")[0]
-
-            def confirmed() -> None:
-                self.say("charge.scheduled", {"start": start, "reason": "off-peak"})
-
-            try:
-                self._actuate(cmd, "charge.schedule", {"at": "off-peak"}, state, event_now, on_done=confirmed)
-            except CommandError as exc:
-                self._finish(cmd, "rejected", exc.reason)
+            self._wait_for_offpeak(cmd, message_id, answer, state, event_now)
             return
+        self.memory.answered(message_id, answer)
         self._finish(cmd, "completed", f"answer {answer!r} noted")
 
+    def _wait_for_offpeak(self, cmd: Command, message_id: str, answer: str, state: VehicleState,
+                          event_now: float) -> None:
+        window = self.config.vehicle.offpeak_window
+        if window is None:
+            self._finish(cmd, "rejected", "no off-peak window configured: cannot wait")
+            return
+        start = window.split("-")[0]
+
+        def confirmed() -> None:
+            self.say("charge.scheduled", {"start": start, "reason": "off-peak"})
+
+        def unconfirmed() -> None:  # the car never showed the timer: the owner may answer again
+            self.memory.reopen(message_id, answer)
+
+        if self._actuate(cmd, "charge.schedule", {"at": "off-peak"}, state, event_now,
+                         on_done=confirmed, on_fail=unconfirmed):
+            self.memory.answered(message_id, answer)
+
     def poll(self, state: VehicleState, event_now: float) -> None:
-        """Complete or fail pending commands from what the bus now says."""
+        """Complete or fail pending commands from what the bus now says. Never raises."""
         if not self.pending:
             return
         mono = time.monotonic()
         still: list[Pending] = []
         for p in self.pending:
-            if all(_matches(state.fresh(path, event_now), want) for path, want in p.expect.items()):
-                self._finish(p.command, "completed", "confirmed by the vehicle")
-                if p.on_done is not None:
-                    p.on_done()
-            elif mono >= p.deadline:
-                self._finish(p.command, "failed",
-                             f"no confirmation from the vehicle within {self.cfg.confirm_timeout_s:g} s")
-            else:
-                still.append(p)
+            try:
+                if not self._settle(p, state, event_now, mono):
+                    still.append(p)
+            except Exception as exc:  # noqa: BLE001 - one pending command, not the agent
+                self.counts["internal error"] += 1
+                log.error("command %s %s: internal error while confirming: %s: %s", p.command.name,
+                          p.command.id, type(exc).__name__, exc)
         self.pending = still
+
+    def _settle(self, p: Pending, state: VehicleState, event_now: float, mono: float) -> bool:
+        """Finish a pending command if the bus confirmed it or its time is up; False: still waiting."""
+        if all(_matches(state.fresh(path, event_now), want) for path, want in p.expect.items()):
+            self._finish(p.command, "completed", "confirmed by the vehicle")
+            if p.on_done is not None:
+                p.on_done()
+            return True
+        if mono >= p.deadline:
+            self._finish(p.command, "failed",
+                         f"no confirmation from the vehicle within {self.cfg.confirm_timeout_s:g} s")
+            if p.on_fail is not None:
+                p.on_fail()
+            return True
+        return False
 
     def _finish(self, cmd: Command, status: str, reason: str) -> None:
         log.info("command %s %s %s: %s", cmd.name, cmd.id, status, reason)
+        self.counts[status] += 1
         self.result(cmd.name, cmd.id, status, reason)
+
+
+def _category(reason: str) -> str:
+    """A drop reason without its values ("payload too large (5000 bytes, …)" -> "payload too large")."""
+    return reason.split(":", 1)[0].split(" (", 1)[0][:40]
 
 
 def _fill(value: Any, args: dict[str, Any]) -> Any:

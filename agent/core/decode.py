@@ -218,6 +218,7 @@ class Decoder:
                 continue  # another multiplexer page
             checked = self._check(sp, value, status)
             if checked is _DROP:
+                state.mark_unusable(sp.path, ts)  # the kept value is not this frame's
                 continue
             accepted.append(sp.path)
             if sp.kind == "dtc":

@@ -135,6 +135,7 @@ class Pipeline:
                 self.state.values[path] = value
                 self.state.stamps[path] = old.state.stamps[path]
         self.state.dtc_seen.update(old.state.dtc_seen)
+        self.state.unusable.update(old.state.unusable)  # the interlock still distrusts them
         self.state.now = old.state.now
         if old.vehicle.config.rules == self.vehicle.config.rules:
             self.engine = old.engine  # same rules: keep their latches, nothing fires twice

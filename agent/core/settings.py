@@ -234,6 +234,9 @@ class CommandsConfig(_Model):
     skew_s: Annotated[float, Field(ge=0)] = 30.0
     rate_per_minute: Annotated[int, Field(ge=1)] = 10
     confirm_timeout_s: Annotated[float, Field(gt=0)] = 15.0
+    # The safety interlock trusts speed and gear only this fresh (a valid reading within this
+    # many seconds, and no "not available" reading since), whatever the signals' stale_after_s.
+    interlock_max_age_s: Annotated[float, Field(gt=0, le=60)] = 3.0
     max_payload_bytes: Annotated[int, Field(ge=256, le=65536)] = 4096
     frames: dict[str, CommandFrame] = Field(default_factory=dict)
 
@@ -254,6 +257,23 @@ class StorageConfig(_Model):
     outbox_max_messages: Annotated[int, Field(ge=100)] = 100_000
 
 
+class HomeAssistantConfig(_Model):
+    """Home Assistant MQTT discovery (docs/homeassistant.md): one device per vehicle, off unless enabled."""
+
+    enabled: bool = False
+    # Home Assistant's `discovery_prefix` (its MQTT integration setting): one or more topic levels.
+    discovery_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$", max_length=128)] = \
+        "homeassistant"
+
+
+class HealthConfig(_Model):
+    """The periodic `health` document (docs/topics.md): counters, bus, outbox, process."""
+
+    enabled: bool = True
+    # ~0.7 kB a document: every 5 minutes is ~6 MB a month on a cellular link.
+    interval_s: Annotated[float, Field(ge=5, le=86400)] = 300.0
+
+
 class AgentConfig(_Model):
     vehicle: VehicleConfig
     can: CanConfig = CanConfig()
@@ -264,6 +284,8 @@ class AgentConfig(_Model):
     storage: StorageConfig = StorageConfig()
     commands: CommandsConfig = CommandsConfig()
     dealer: DealerConfig = DealerConfig()
+    homeassistant: HomeAssistantConfig = HomeAssistantConfig()
+    health: HealthConfig = HealthConfig()
     # Where this config was read from; every relative path above was resolved against it.
     source: Path | None = Field(default=None, exclude=True)
 

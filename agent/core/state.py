@@ -14,7 +14,7 @@ DEFAULT_STALE_AFTER_S = 10.0
 class VehicleState:
     """Latest values by VSS path. Written only by the worker; readers get copies."""
 
-    __slots__ = ("values", "stamps", "stale_after", "dtc_seen", "dtc_clear_after_s", "now", "changes")
+    __slots__ = ("values", "stamps", "stale_after", "dtc_seen", "dtc_clear_after_s", "now", "changes", "unusable")
 
     def __init__(self, stale_after: dict[str, float] | None = None, dtc_clear_after_s: float = 30.0) -> None:
         self.values: dict[str, Any] = {}
@@ -24,6 +24,7 @@ class VehicleState:
         self.dtc_clear_after_s = dtc_clear_after_s
         self.now = 0.0
         self.changes = 0  # bumped on every changed value: the state topic publishes when it moved
+        self.unusable: dict[str, float] = {}  # path -> time of its last "not available"/dropped reading
 
     def set(self, path: str, value: Any, ts: float) -> bool:
         """Store a value; True when it differs from the previous one (or that one was stale)."""
@@ -90,6 +91,18 @@ class VehicleState:
         """The value if it is known and not stale at ``now``, else None."""
         ts = self.stamps.get(path)
         if ts is None or self._stale(path, ts, now):
+            return None
+        return self.values.get(path)
+
+    def mark_unusable(self, path: str, ts: float) -> None:
+        """A reading came but was not usable ("not available", out of range): the kept value is
+        no longer current. Only current() heeds this; the published state keeps the last value."""
+        self.unusable[path] = ts
+
+    def current(self, path: str, now: float, max_age_s: float) -> Any:
+        """The value if fresh, read within max_age_s of now and not marked unusable since; else None."""
+        ts = self.stamps.get(path)
+        if ts is None or now - ts > max_age_s or self._stale(path, ts, now) or self.unusable.get(path, -1e300) >= ts:
             return None
         return self.values.get(path)
 

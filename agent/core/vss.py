@@ -34,6 +34,7 @@ TIMER_START_MINUTE: Final = f"{TB}.Charging.Timer.StartMinuteOfDay"
 AUX_VOLTAGE: Final = "Vehicle.LowVoltageBattery.CurrentVoltage"
 ODOMETER: Final = "Vehicle.TraveledDistance"
 SPEED: Final = "Vehicle.Speed"
+RANGE: Final = "Vehicle.Powertrain.Range"  # VSS: metres
 GEAR: Final = "Vehicle.Powertrain.Transmission.SelectedGear"  # VSS int8: 126 = P, 127 = D
 TIME_TO_SERVICE: Final = "Vehicle.Service.TimeToService"
 DISTANCE_TO_SERVICE: Final = "Vehicle.Service.DistanceToService"
@@ -86,6 +87,7 @@ SPECS: Final[dict[str, Spec]] = {
     "Vehicle.LowVoltageBattery.NominalVoltage": Spec("V", "uint16"),
     ODOMETER: Spec("km", "float"),
     SPEED: Spec("km/h", "float"),
+    RANGE: Spec("m", "uint32"),
     GEAR: Spec(None, "int8", note="0 N, 1.. forward, -1.. reverse, 126 P, 127 D"),
     TIME_TO_SERVICE: Spec("s", "int32"),
     DISTANCE_TO_SERVICE: Spec("km", "float"),

@@ -17,14 +17,15 @@ BATCH_S = 0.005
 MAX_BATCH = 1000  # bounded, so housekeeping (watchdog, courier) runs at least this often
 
 
-def read_batch(bus: can.BusABC, process: Callable[[float, int, bytes], None], error_frame: Callable[[], None],
+def read_batch(bus: can.BusABC, process: Callable[[float, int, bytes], None],
+               error_frame: Callable[[can.Message], None],
                timeout: float, batch_s: float = BATCH_S) -> int:
     """Process every frame available now (after waiting up to `timeout` for the first); 0 = silence."""
     msg = bus.recv(timeout)
     n = 0
     while msg is not None:
         if msg.is_error_frame:
-            error_frame()
+            error_frame(msg)  # rare: the controller's state is in it (bus-off, error-passive)
         elif not msg.is_remote_frame:
             process(msg.timestamp, msg.arbitration_id, bytes(msg.data))
         n += 1

@@ -43,6 +43,8 @@ class PahoUplink:
         self.host: str = self.mqtt.host
         self.presence = presence
         self.on_command = on_command
+        self.retained_commands = 0  # ignored: see _on_message
+        self.unreadable_commands = 0
         self.connected = threading.Event()
         self.reconnected = threading.Event()  # the worker sends a full state snapshot then
         self._stopping = False
@@ -170,8 +172,20 @@ class PahoUplink:
         self.connected.clear()
 
     def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        if self.on_command is not None:
+        """paho's thread: queue a command, nothing else; never raises (paho's loop would end)."""
+        if self.on_command is None:
+            return
+        try:
+            if msg.retain:
+                # Set only for what the broker kept from before this subscription: a command is
+                # fresh or nothing (a retained one would come again at every reconnect).
+                self.retained_commands += 1
+                log.warning("retained command on %.100s ignored; %d so far", msg.topic, self.retained_commands)
+                return
             self.on_command(msg.topic, bytes(msg.payload))
+        except Exception as exc:  # noqa: BLE001 - e.g. a topic that is not UTF-8: counted, dropped
+            self.unreadable_commands += 1
+            log.warning("command message dropped: %s: %s", type(exc).__name__, exc)
 
     def publish(self, leaf: str, payload: str | bytes, *, retain: bool = False, qos: int | None = None) -> mqtt.MQTTMessageInfo:
         return self.client.publish(self.config.topic(leaf), payload, qos=self.mqtt.qos if qos is None else qos,

@@ -130,3 +130,90 @@ def test_command_during_a_drive_is_rejected_as_moving(env: dict[str, str], mosqu
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
         recorder.close()
+
+
+# -- issue 12, finding 4: no command payload stops the agent; retained commands are ignored --
+ZEROS = "0" * 64
+SURROGATE = b'{"id":"k1","issued_at":"\\ud800","args":{},"sig":"%s"}' % ZEROS.encode()  # the review's
+
+
+def deep(depth: int) -> bytes:
+    """Nested arrays in args: the review's ~975 levels decode, then fail to re-encode (RecursionError)
+    when the stack is a few frames deeper; which depth does it depends on the agent's stack."""
+    nested = b"[" * depth + b"]" * depth
+    return b'{"id":"deep-%d","issued_at":"2026-11-22T03:00:00Z","args":{"x":%s},"sig":"%s"}' % (
+        depth, nested, ZEROS.encode())
+
+
+DEEP = [("cmd/climate.start", deep(d), False) for d in range(930, 1010)]
+
+
+def publish(mosquitto: Mosquitto, messages: list[tuple[str, bytes, bool]]) -> None:
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.connect(mosquitto.host, mosquitto.port)
+    client.loop_start()
+    try:
+        for leaf, payload, retain in messages:
+            client.publish(f"carfriend/v1/{VID}/{leaf}", payload, qos=1, retain=retain).wait_for_publish(5)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def signed(env: dict[str, str], name: str, args: str = "{}", cid: str | None = None) -> bytes:
+    extra = ["--id", cid] if cid else []
+    out = subprocess.run([sys.executable, "-m", "agent.cli", "command", "--config", str(EV_CONFIG), "--key-file",
+                          env["KEYFILE"], name, args, "--print-payload", *extra],
+                         env=env, capture_output=True, text=True, timeout=60, check=True).stdout
+    return out.strip().encode()
+
+
+def test_poison_commands_are_answered_or_dropped_and_the_agent_keeps_running(env: dict[str, str],
+                                                                            mosquitto: Mosquitto) -> None:
+    recorder = Recorder(mosquitto.host, mosquitto.port, [f"carfriend/v1/{VID}/#"])
+    proc = agent(env, "plugged-in-at-home", 10)
+    try:
+        # the agent's first state comes after its subscription: the poison cannot overtake it
+        assert recorder.wait_for(lambda r: r.payloads("/state"), timeout=60)
+        publish(mosquitto, [*DEEP, ("cmd/ping", SURROGATE, False)])
+        rc, results = command(env, "ping")
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert rc == 0 and [r["status"] for r in results] == ["completed"]
+
+        def answers(r: Recorder) -> dict[str, dict]:
+            return {d["id"]: d for p in r.payloads("/result") for d in [json.loads(p)]}
+
+        # the recorder is another subscriber than the command tool: k1's result may reach it later
+        assert recorder.wait_for(lambda r: "k1" in answers(r), timeout=30)
+        got = answers(recorder)
+        assert got["k1"]["status"] == "rejected" and "not JSON" in got["k1"]["reason"]
+        assert not [cid for cid in got if cid.startswith("deep-")]  # not parsed, so no id to answer
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+        recorder.close()
+    assert proc.returncode == 0
+    assert stderr.count("dropped (payload nested more than 4 levels deep)") == len(DEEP)
+
+
+def test_retained_commands_are_ignored_at_every_start(env: dict[str, str], mosquitto: Mosquitto) -> None:
+    publish(mosquitto, [("cmd/ping", SURROGATE, True), ("cmd/climate.start", deep(975), True),
+                        ("cmd/status.request", signed(env, "status.request", cid="retained-status"), True),
+                        ("cmd/charge.stop", signed(env, "charge.stop", cid="retained-stop"), True)])
+    recorder = Recorder(mosquitto.host, mosquitto.port, [f"carfriend/v1/{VID}/#"])
+    for _ in range(2):  # the same retained messages come again at every (re)subscription
+        states = len(recorder.payloads("/state"))
+        proc = agent(env, "plugged-in-at-home", 10)
+        try:  # the agent's first state comes after its subscription, so the ping cannot overtake it
+            assert recorder.wait_for(lambda r, n=states: len(r.payloads("/state")) > n, timeout=60)
+            rc, results = command(env, "ping")
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert rc == 0 and [r["status"] for r in results] == ["completed"]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = proc.communicate(timeout=30)
+        assert proc.returncode == 0, stderr[-2000:]
+        assert stderr.count("retained command on") == 4, stderr[-2000:]
+    answered = {json.loads(p)["id"] for p in recorder.payloads("/result")}
+    assert answered.isdisjoint({"k1", "deep-975", "retained-status", "retained-stop"}), answered
+    recorder.close()

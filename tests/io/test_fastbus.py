@@ -16,10 +16,10 @@ def test_read_batch_processes_every_queued_frame_in_order_and_counts_error_frame
         tx.send(can.Message(is_error_frame=True))
         got: list[tuple[float, int, bytes]] = []
         errors: list[int] = []
-        n = read_batch(rx, lambda ts, fid, data: got.append((ts, fid, data)), lambda: errors.append(1), 1.0, 0.0)
+        n = read_batch(rx, lambda ts, fid, data: got.append((ts, fid, data)), lambda m: errors.append(1), 1.0, 0.0)
         assert n == 51 and errors == [1]
         assert got == [(float(i), 0x100 + i, bytes([i])) for i in range(50)]
-        assert read_batch(rx, lambda *_: None, lambda: None, 0.01, 0.0) == 0  # silence
+        assert read_batch(rx, lambda *_: None, lambda m: None, 0.01, 0.0) == 0  # silence
     finally:
         tx.shutdown()
         rx.shutdown()

@@ -122,3 +122,17 @@ def test_secrets_come_from_the_systemd_credential_then_the_file_then_the_environ
     assert "short-secret" not in str(short.value)
     with pytest.raises(ConfigError, match="cannot read mqtt-password"):
         read_secret("mqtt-password", None, tmp_path / "missing")
+
+
+def test_home_assistant_and_health_sections_are_checked_with_clear_messages(tmp_path: Path) -> None:
+    path = tmp_path / "car.toml"
+    path.write_text('[vehicle]\nid = "car-1"\n[homeassistant]\nenabled = true\ndiscovery_prefix = "home/#"\n'
+                    '[health]\ninterval_s = 1\nenabeld = false\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    text = "\n".join(err.value.problems)
+    assert "[homeassistant] discovery_prefix" in text and "[health] interval_s" in text and "[health] enabeld" in text
+    path.write_text('[vehicle]\nid = "car-1"\n[homeassistant]\nenabled = true\ndiscovery_prefix = "ha/disc"\n')
+    config = load_config(path)
+    assert config.homeassistant.discovery_prefix == "ha/disc" and config.health.interval_s == 300
+    assert not load_config(EV_CONFIG).homeassistant.enabled  # opt-in
