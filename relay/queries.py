@@ -10,7 +10,8 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from relay.models import Appointment, Command, Membership, Message, User, Vehicle
+from relay import charts
+from relay.models import Appointment, Command, Membership, Message, StateRecord, User, Vehicle
 from relay.permissions import ALERT_SEVERITIES, Access
 
 DTC_LIST = "Vehicle.Diagnostics.DTCList"
@@ -74,6 +75,23 @@ def latest_eta(session: Session, vehicle_id: str) -> str | None:
         .order_by(Message.seq.desc()).limit(1)).first()
     eta = msg.data.get("eta") if msg is not None and isinstance(msg.data, dict) else None
     return eta if isinstance(eta, str) else None
+
+
+def chart_samples(session: Session, vehicle_id: str, since: datetime,
+                  limit: int = 20_000) -> list[charts.Sample]:
+    """The state history since then, only the charted signals (extracted by the database, not
+    whole snapshots), oldest first; the newest ``limit`` rows at most. Each signal's entry is
+    taken whole: SQLite's JSON_EXTRACT of the value alone turns true into 1."""
+    entries = [StateRecord.signals[path] for path in charts.PATHS]
+    query = select(StateRecord.ts, *entries).where(StateRecord.vehicle_id == vehicle_id,
+                                                   StateRecord.ts >= since)
+    if session.get_bind().dialect.name == "sqlite":
+        # A row holding Infinity or NaN (stored before the ingest checks) is JSON that SQLite's
+        # functions refuse, failing the whole query: leave such rows out.
+        query = query.where(func.json_valid(StateRecord.signals) == 1)
+    rows = session.execute(query.order_by(StateRecord.ts.desc()).limit(limit)).all()
+    return [charts.sample(ts, *(e.get("value") if isinstance(e, dict) else None for e in values))
+            for ts, *values in reversed(rows)]
 
 
 def appointments_for_dealer(session: Session, user_id: int) -> list[Appointment]:

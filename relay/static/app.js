@@ -9,6 +9,19 @@ function localTimes(root) {
   }
 }
 
+// Chart axis labels are rendered in UTC; show them in the reader's time zone.
+function localAxes(root) {
+  for (const el of root.querySelectorAll("svg text[data-ts]")) {
+    const d = new Date(el.getAttribute("data-ts"));
+    if (isNaN(d)) continue;
+    if (el.dataset.fmt === "time") {
+      el.textContent = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    } else if (d.getHours() === 0) {  // day ticks are UTC midnights: local only where that is
+      el.textContent = d.toLocaleDateString([], { weekday: "short" });
+    }
+  }
+}
+
 function fragment(html) {
   const t = document.createElement("template");
   t.innerHTML = html.trim();  // server-rendered and escaped by the relay's templates
@@ -91,6 +104,7 @@ document.addEventListener("submit", (e) => {
 
 document.addEventListener("DOMContentLoaded", () => {
   localTimes(document);
+  localAxes(document);
   const tl = document.getElementById("timeline");
   if (tl?.dataset.events) { liveTimeline(tl); scrollToEnd(); }
   const fleet = document.getElementById("fleet");
