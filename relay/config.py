@@ -98,6 +98,22 @@ class CommandsConfig(_Model):
     climate_max_c: float = 28.0
 
 
+class MetricsConfig(_Model):
+    # /metrics on the web port answers only this bearer token (or the systemd credential
+    # `metrics-token`); without one it is not served there.
+    token: SecretStr | None = None
+    # An admin listener serving the metrics without a token (0: none). Bind it to an address
+    # only the monitoring can reach.
+    listen_host: str = "127.0.0.1"
+    listen_port: Annotated[int, Field(ge=0, le=65535)] = 0
+
+    @model_validator(mode="after")
+    def _long_token(self) -> MetricsConfig:
+        if self.token is not None and len(self.token.get_secret_value()) < 16:
+            raise ValueError("token: at least 16 characters")
+        return self
+
+
 class RelayConfig(_Model):
     mqtt: MqttConfig = MqttConfig()
     database: DatabaseConfig = DatabaseConfig()
@@ -105,6 +121,7 @@ class RelayConfig(_Model):
     ingest: IngestConfig = IngestConfig()
     keys: KeysConfig = KeysConfig()
     commands: CommandsConfig = CommandsConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
 
 def load_config(path: Path | str | None, environ: Mapping[str, str] | None = None) -> RelayConfig:
@@ -175,6 +192,12 @@ def mqtt_password(cfg: MqttConfig) -> str | None:
     """The broker password: the systemd credential `mqtt-password`, else the config/environment."""
     inline = cfg.password.get_secret_value() if cfg.password else None
     return read_secret("mqtt-password", inline, None)[0]
+
+
+def metrics_token(cfg: MetricsConfig) -> str | None:
+    """The /metrics bearer token: the systemd credential `metrics-token`, else the config."""
+    inline = cfg.token.get_secret_value() if cfg.token else None
+    return read_secret("metrics-token", inline, None)[0]
 
 
 def topic(vehicle_id: str, leaf: str) -> str:

@@ -38,6 +38,11 @@ class Hub:
             with contextlib.suppress(RuntimeError):  # that page's loop has closed
                 loop.call_soon_threadsafe(event.set)
 
+    def open_count(self) -> int:
+        """Waiters registered now: the live streams open."""
+        with self._lock:
+            return sum(len(w) for w in self._waiters.values())
+
     def wake_all(self) -> None:
         """Wake every waiter (shutdown: live streams see the stop flag and end)."""
         with self._lock:

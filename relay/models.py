@@ -54,6 +54,9 @@ class Vehicle(Base):
     state_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     fleet: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     fleet_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # The agent's latest `health` document (docs/topics.md) and when the relay stored it.
+    health: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    health_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     # Bumped on every change of status/state/fleet, so live pages know what to refresh.
     revision: Mapped[int] = mapped_column(Integer, default=0)
 

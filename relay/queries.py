@@ -114,6 +114,7 @@ class FleetRow:
     backlog: Any
     oldest_unsent_s: Any
     dropped: Any
+    health: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -138,7 +139,8 @@ def fleet(session: Session, user_id: int, now: datetime) -> FleetView:
         dtc_total.update(set(dtcs))
         health = outbox_health(v.fleet)
         rows.append(FleetRow(v, int(alerts.get(v.id, 0)), dtcs, health.get("queued_total"),
-                             health.get("oldest_age_s"), _dropped(health.get("dropped"))))
+                             health.get("oldest_age_s"), _dropped(health.get("dropped")),
+                             agent_health(v.health)))
     return FleetView(rows, online=sum(v.status == "online" for v in vehicles),
                      alerts=sum(r.alerts for r in rows), dtc_counts=dtc_total.most_common(20))
 
@@ -159,6 +161,24 @@ def outbox_health(fleet: dict[str, Any] | None) -> dict[str, Any]:
         return {}
     return {k: v for k, v in health.items() if isinstance(v, int | float | dict) and k in
             ("queued_total", "oldest_age_s", "dropped")}
+
+
+def agent_health(doc: dict[str, Any] | None) -> dict[str, Any]:
+    """The fields of the agent's latest `health` document the fleet page shows, leniently (the
+    ingest checked it; rows stored before may hold anything): {} when absent."""
+    if not isinstance(doc, dict):
+        return {}
+
+    def part(name: str) -> dict[str, Any]:
+        value = doc.get(name)
+        return value if isinstance(value, dict) else {}
+
+    state = part("bus").get("state")
+    return {"version": str(doc.get("version") or "")[:32], "ts": doc.get("ts"),
+            "bus_state": state if isinstance(state, str) else None,
+            "per_s": part("frames").get("per_s"), "cpu_pct": part("process").get("cpu_pct"),
+            "rss_bytes": part("process").get("rss_bytes"), "uptime_s": doc.get("uptime_s"),
+            "outbox_depth": part("outbox").get("depth")}
 
 
 def _dropped(value: Any) -> float | None:

@@ -14,6 +14,7 @@ from relay.commands import Downlink
 from relay.config import RelayConfig
 from relay.db import make_engine, make_sessionmaker, migrate
 from relay.hub import Hub
+from relay.metrics import RelayMetrics, Sources
 from relay.mqtt import MqttIngest
 from relay.web import AppContext, create_app
 
@@ -52,6 +53,8 @@ class Relay:
         self.ctx = AppContext(config, sessions, hub, downlink,
                               LoginLimiter(web.login_attempts_per_window, web.login_window_s),
                               self.ingest, live_poll_s=live_poll_s)
+        self.metrics = RelayMetrics(Sources(self.ingest, hub, sessions), config.metrics)
+        self.ctx.metrics = self.metrics
         self.app = create_app(self.ctx, load_or_create_secret(web.secret_file))
         uv = uvicorn.Config(self.app, host=web.host, port=web.port, lifespan="off",
                             access_log=False, timeout_graceful_shutdown=3, log_config=None)
@@ -61,6 +64,7 @@ class Relay:
     def run(self) -> None:
         """Serve until SIGINT/SIGTERM (uvicorn handles the signals), then stop cleanly."""
         self.ingest.start()
+        self.metrics.start_listener()
         log.info("relay serving http://%s:%d", self.config.web.host, self.config.web.port)
         try:
             self.server.run()
@@ -70,6 +74,7 @@ class Relay:
     def start(self) -> Relay:
         """Run in a background thread (tests); returns once the web server listens."""
         self.ingest.start()
+        self.metrics.start_listener()
         self._thread = threading.Thread(target=self.server.run, name="relay-web", daemon=True)
         self._thread.start()
         while not self.server.started:
@@ -88,6 +93,7 @@ class Relay:
 
     def _shutdown(self) -> None:
         self.ctx.stopping.set()
+        self.metrics.stop_listener()
         self.ingest.stop()
         self.engine.dispose()
         log.info("relay stopped")

@@ -60,6 +60,7 @@ class AppContext:
     downlink: Downlink
     limiter: LoginLimiter
     ingest: MqttIngest | None = None
+    metrics: Any = None  # relay.metrics.RelayMetrics
     stopping: threading.Event = field(default_factory=threading.Event)
     live_poll_s: float = 5.0
 
@@ -227,6 +228,7 @@ async def on_login_required(request: Request, _exc: Exception) -> Response:
 
 def create_app(ctx: AppContext, secret: str) -> Starlette:
     from relay import live, views
+    from relay.metrics import metrics_endpoint
 
     routes = [
         Route("/", views.home),
@@ -242,6 +244,7 @@ def create_app(ctx: AppContext, secret: str) -> Starlette:
         Route("/dealer", views.dealer_page),
         Route("/public/{vid}", views.public_feed),
         Route("/healthz", views.healthz),
+        Route("/metrics", metrics_endpoint),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     middleware = [
