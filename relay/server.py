@@ -61,7 +61,7 @@ class Relay:
             vapid = load_vapid(config.notify)
             self.notifier = Notifier(config.notify, sessions, vapid,
                                      load_channel_key(config.notify), secret,
-                                     config.notify.public_url)
+                                     config.notify.public_url, config.mqtt.client_id)
             self.ctx.notifier, self.ctx.vapid_key = self.notifier, public_key_b64(vapid)
             hub.add_listener(self.notifier.wake)
         self.metrics = RelayMetrics(Sources(self.ingest, hub, sessions, self.notifier.counters

@@ -12,6 +12,7 @@ import logging
 import re
 import threading
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import requests
 from py_vapid import Vapid02
@@ -105,8 +106,11 @@ def redact(text: str, url: str) -> str:
     """text with every piece of the URL that could be a secret replaced: its credentials,
     path segments and query values (the service's host name stays)."""
     pieces = set(re.split(r"[/:@?&=#,+]+", url.split("://", 1)[-1]))
-    host = re.split(r"[/:@?]", url.split("://", 1)[-1].split("@")[-1])[0]
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        host = ""
     for piece in sorted(pieces, key=len, reverse=True):
-        if len(piece) >= 3 and not (piece == host and "." in host):
+        if len(piece) >= 3 and not (piece in host and "." in host):  # the host is shown anyway
             text = text.replace(piece, "***")
     return text[:300]

@@ -124,6 +124,7 @@ def check_channel_url(url: str, cfg: NotifyConfig) -> CheckedChannel:
 
 
 def _check_public(host: str | None, scheme: str) -> None:
+    host = (host or "").strip("[]")
     if not host:
         return
     try:

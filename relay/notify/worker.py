@@ -34,8 +34,9 @@ from relay.notify.fanout import Fanout
 from relay.notify.secrets import decrypt
 
 log = logging.getLogger(__name__)
-CLAIM = 50
-LEASE = timedelta(seconds=120)
+# Rows claimed per pass: a few per sender thread, so a lease (each row's timeout, a few times
+# over) covers the whole claim even when every push service hangs.
+CLAIM_PER_WORKER = 4
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,8 @@ class Job:
 
 class Notifier:
     def __init__(self, cfg: NotifyConfig, sessions: sessionmaker[Session], vapid: Vapid02,
-                 channel_key: Fernet, session_secret: str, base_url: str = "") -> None:
+                 channel_key: Fernet, session_secret: str, base_url: str = "",
+                 instance: str = "") -> None:
         self.cfg = cfg
         self.sessions = sessions
         self.vapid = vapid
@@ -58,10 +60,15 @@ class Notifier:
         self.secret = session_secret
         self.base_url = base_url
         self.fanout = Fanout(timedelta(seconds=cfg.max_age_s))
-        self.sent: Counter[str] = Counter()
-        self.failed: Counter[str] = Counter()
+        # webpush at 0 from the start, so its series exist before the first delivery
+        self.sent: Counter[str] = Counter({"webpush": 0})
+        self.failed: Counter[str] = Counter({"webpush": 0})
         self.pending = 0
-        self.owner = secrets.token_hex(8)
+        # The instance's stable name (its MQTT client id, unique per instance): after a crash the
+        # same instance takes back its own leases at once instead of waiting them out.
+        self.owner = (instance or secrets.token_hex(8))[:40]
+        self.claim = CLAIM_PER_WORKER * cfg.workers
+        self.lease = timedelta(seconds=CLAIM_PER_WORKER * cfg.timeout_s * 2 + 10)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(cfg.workers, thread_name_prefix="relay-notify-send")
@@ -70,6 +77,9 @@ class Notifier:
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
+        with self.sessions() as s, s.begin():
+            s.execute(update(Notification).where(Notification.lease_owner == self.owner)
+                      .values(lease_owner=None, lease_until=None))
         self._thread.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
@@ -112,17 +122,17 @@ class Notifier:
         with self.sessions() as s:
             self.pending = int(s.scalar(select(func.count()).select_from(Notification)
                                         .where(Notification.status == "pending")) or 0)
-        if len(jobs) == CLAIM:
+        if len(jobs) == self.claim:
             self._wake.set()  # more are due
         return done
 
     def _claim(self, now: datetime) -> list[Job]:
-        until = now + LEASE
+        until = now + self.lease
         with self.sessions() as s, s.begin():
             due = list(s.scalars(select(Notification.id).where(
                 Notification.status == "pending", Notification.next_attempt_at <= now,
                 or_(Notification.lease_until.is_(None), Notification.lease_until < now))
-                .order_by(Notification.id).limit(CLAIM)))
+                .order_by(Notification.id).limit(self.claim)))
             if not due:
                 return []
             s.execute(update(Notification).where(

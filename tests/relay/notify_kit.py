@@ -9,17 +9,21 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import http_ece
+import httpx
+import pytest
 from aiosmtpd.controller import Controller
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-from mqtt_helpers import free_port
+from mqtt_helpers import Mosquitto, free_port
+from relay_testkit import csrf_of, populate, relay_config
 
 
 def b64url(data: bytes) -> str:
@@ -164,3 +168,60 @@ class SmtpInbox:
 
     def close(self) -> None:
         self.controller.stop()
+
+
+# -- fixtures (relay/conftest.py imports them) ----------------------------------------------
+
+SUBJECT = "mailto:ops@example.org"
+
+
+@pytest.fixture
+def push() -> Iterator[PushService]:
+    p = PushService()
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def hook() -> Iterator[Webhook]:
+    w = Webhook()
+    yield w
+    w.close()
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpInbox]:
+    s = SmtpInbox()
+    yield s
+    s.close()
+
+
+def notify_config(tmp: Path, broker: Mosquitto, **notify: Any) -> Any:
+    return relay_config(tmp, broker, notify={
+        "allow_private_addresses": True, "vapid_subject": SUBJECT, "retry_s": 0.2,
+        "timeout_s": 1.0, "public_url": "https://relay.example.org", **notify})
+
+
+@pytest.fixture
+def nrelay(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[Any]:
+    """The relay with notifications on (loopback endpoints allowed), populated."""
+    from relay.server import Relay
+
+    r = Relay(notify_config(tmp_path, mosquitto), live_poll_s=1.0)
+    populate(r)
+    r.start()
+    assert r.ingest.connected.wait(30)
+    yield r
+    r.stop()
+
+
+def subscribe(client: httpx.Client, subscription: dict[str, Any]) -> httpx.Response:
+    token = csrf_of(client.get("/settings").text)
+    return client.post("/push/subscribe", json=subscription, headers={"X-CSRF-Token": token})
+
+
+def add_channel(client: httpx.Client, url: str) -> str:
+    token = csrf_of(client.get("/settings").text)
+    r = client.post("/settings/channels", data={"csrf": token, "url": url}, follow_redirects=True)
+    assert r.status_code == 200
+    return r.text

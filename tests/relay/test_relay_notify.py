@@ -7,72 +7,28 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from mqtt_helpers import Mosquitto
-from notify_kit import PushService, SmtpInbox, Webhook
-from relay_testkit import CarPublisher, csrf_of, login, populate, relay_config, wait_until
+from notify_kit import (
+    SUBJECT,
+    PushService,
+    SmtpInbox,
+    Webhook,
+    add_channel,
+    notify_config,
+    subscribe,
+)
+from relay_testkit import CarPublisher, csrf_of, login, populate, wait_until
 from responder import StandInCar
 from sqlalchemy import select
 
 from relay.models import Message, Notification, NotifyChannel, PushSubscription
 from relay.server import Relay
 from relay.signing import load_key
-
-SUBJECT = "mailto:ops@example.org"
-
-
-@pytest.fixture
-def push() -> Iterator[PushService]:
-    p = PushService()
-    yield p
-    p.close()
-
-
-@pytest.fixture
-def hook() -> Iterator[Webhook]:
-    w = Webhook()
-    yield w
-    w.close()
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpInbox]:
-    s = SmtpInbox()
-    yield s
-    s.close()
-
-
-def notify_config(tmp: Path, broker: Mosquitto, **notify: Any) -> Any:
-    return relay_config(tmp, broker, notify={
-        "allow_private_addresses": True, "vapid_subject": SUBJECT, "retry_s": 0.2,
-        "timeout_s": 1.0, "public_url": "https://relay.example.org", **notify})
-
-
-@pytest.fixture
-def nrelay(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[Relay]:
-    r = Relay(notify_config(tmp_path, mosquitto), live_poll_s=1.0)
-    populate(r)
-    r.start()
-    assert r.ingest.connected.wait(30)
-    yield r
-    r.stop()
-
-
-def subscribe(client: httpx.Client, subscription: dict[str, Any]) -> httpx.Response:
-    token = csrf_of(client.get("/settings").text)
-    return client.post("/push/subscribe", json=subscription, headers={"X-CSRF-Token": token})
-
-
-def add_channel(client: httpx.Client, url: str) -> str:
-    token = csrf_of(client.get("/settings").text)
-    r = client.post("/settings/channels", data={"csrf": token, "url": url}, follow_redirects=True)
-    assert r.status_code == 200
-    return r.text
 
 
 def rows(relay: Relay, **where: Any) -> list[Notification]:
@@ -182,6 +138,10 @@ def test_a_failing_push_service_is_retried_and_never_holds_up_ingest(
     assert len({m["body"] for m in push.messages("alice-phone")}) == 1
     sent, failed, _pending = nrelay.notifier.counters()
     assert sent == {"webpush": 1} and failed == {"webpush": 2}
+    text = nrelay.metrics.exposition().decode()
+    assert 'carfriend_relay_notifications_sent_total{channel="webpush"} 1.0' in text
+    assert 'carfriend_relay_notifications_failed_total{channel="webpush"} 2.0' in text
+    assert "carfriend_relay_notifications_pending 0.0" in text
 
 
 def test_an_expired_subscription_is_removed(nrelay: Relay, car: CarPublisher,
