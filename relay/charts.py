@@ -16,7 +16,7 @@ from typing import Any
 TB = "Vehicle.Powertrain.TractionBattery"
 SOC = f"{TB}.StateOfCharge.Displayed"
 CHARGING = f"{TB}.Charging.IsCharging"
-POWER = f"{TB}.CurrentPower"  # kW, positive into the battery (VSS)
+POWER = f"{TB}.CurrentPower"  # W (VSS unit), positive into the battery
 AUX_V = "Vehicle.LowVoltageBattery.CurrentVoltage"
 PATHS = (SOC, CHARGING, POWER, AUX_V)
 AUX_LOW_V = 11.8  # the agent's aux_battery.low threshold (docs/topics.md)
@@ -108,8 +108,9 @@ def number(value: Any) -> float | None:
 
 
 def sample(ts: datetime, soc: Any, charging: Any, power: Any, aux_v: Any) -> Sample:
+    watts = number(power)
     return Sample(ts, number(soc), charging if isinstance(charging, bool) else None,
-                  number(power), number(aux_v))
+                  None if watts is None else watts / 1000.0, number(aux_v))
 
 
 def charge_sessions(samples: Sequence[Sample]) -> list[ChargeSession]:

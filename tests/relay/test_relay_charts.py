@@ -108,7 +108,7 @@ def test_a_simulated_week_gives_sessions_energy_and_a_low_voltage_day() -> None:
 def store_history(relay: Relay, samples: list[Sample]) -> None:
     with relay.ctx.sessions() as s, s.begin():
         s.add_all(StateRecord(vehicle_id="car-a", ts=x.ts, received_at=x.ts, signals={
-            SOC: {"value": x.soc}, CHARGING: {"value": x.charging}, POWER: {"value": x.power_kw},
+            SOC: {"value": x.soc}, CHARGING: {"value": x.charging}, POWER: {"value": None if x.power_kw is None else x.power_kw * 1000},
             AUX: {"value": x.aux_v}, "Vehicle.Speed": {"value": 0}}) for x in samples)
 
 
