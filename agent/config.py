@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from agent.diag_profile import DiagnosticsConfig
 from agent.errors import ConfigError
 
 ENV_PREFIX = "CARFRIEND_"
@@ -56,6 +57,9 @@ class CanConfig(_Model):
     stale_after_s: Annotated[float, Field(gt=0)] | None = None
     # Reopen the bus after it disappears (adapter unplugged, link down).
     reconnect_s: Annotated[float, Field(gt=0)] = 2.0
+    # A purely passive agent: nothing is ever sent on the bus (no polls, no commands), enforced
+    # by the bus wrapper (agent/guarded_bus.py), whose send raises.
+    listen_only: bool = False
 
 
 class SignalMap(_Model):
@@ -263,6 +267,7 @@ class AgentConfig(_Model):
     storage: StorageConfig = StorageConfig()
     commands: CommandsConfig = CommandsConfig()
     dealer: DealerConfig = DealerConfig()
+    diagnostics: DiagnosticsConfig | None = None  # diagnostic polling (docs/diagnostics.md)
     # Where this config was read from; every relative path above was resolved against it.
     source: Path | None = Field(default=None, exclude=True)
 
@@ -396,5 +401,9 @@ def _resolve_paths(config: AgentConfig, path: Path) -> AgentConfig:
     messages = config.messages.model_copy(update={"catalog_dir": rel(config.messages.catalog_dir)})
     storage = config.storage.model_copy(update={"state_dir": rel(config.storage.state_dir)})
     commands = config.commands.model_copy(update={"key_file": rel(config.commands.key_file)})
+    diagnostics = config.diagnostics
+    if diagnostics is not None:
+        diagnostics = diagnostics.model_copy(update={"signalset": rel(diagnostics.signalset)})
     return config.model_copy(update={"can": can, "mqtt": mqtt, "messages": messages, "storage": storage,
-                                     "commands": commands, "source": path.absolute()})
+                                     "commands": commands, "diagnostics": diagnostics,
+                                     "source": path.absolute()})

@@ -38,10 +38,10 @@ HOUSEKEEPING_S = 1.0
 COUNTERS_LOG_S = 300.0
 RECV_TIMEOUT_S = 0.2
 
-BusFactory = Callable[[AgentConfig, list[dict[str, Any]]], can.BusABC]
+BusFactory = Callable[[AgentConfig, list[dict[str, Any]] | None], can.BusABC]
 
 
-def _open_bus(config: AgentConfig, filters: list[dict[str, Any]]) -> can.BusABC:
+def _open_bus(config: AgentConfig, filters: list[dict[str, Any]] | None) -> can.BusABC:
     return open_bus(config.can, filters)
 
 

@@ -16,6 +16,7 @@ from agent import vss
 from agent.config import AgentConfig, SignalMap, load_config
 from agent.dbc import check_c_bitstruct, load_dbc
 from agent.decode import BitField, Decoder, MessagePlan, SignalPlan
+from agent.diag_load import DiagProfile, diag_mappings, load_diagnostics
 from agent.errors import ConfigError, DbcError
 from agent.state import DEFAULT_STALE_AFTER_S, VehicleState
 
@@ -34,24 +35,40 @@ class Vehicle:
     plans: dict[int, MessagePlan]
     stale_after: dict[str, float]
     warnings: list[str] = field(default_factory=list)
+    diagnostics: DiagProfile | None = None
 
     @property
     def mapped_paths(self) -> frozenset[str]:
         return frozenset(self.stale_after)
 
     def new_decoder(self) -> Decoder:
-        state = VehicleState(self.stale_after, self.config.rules.dtc_new.clear_after_s)
+        clear_after = self.config.rules.dtc_new.clear_after_s
+        if self.diagnostics is not None:  # polled codes are re-read every dtc_period_s, not broadcast
+            clear_after = max(clear_after, 2.5 * self.diagnostics.config.dtc_period_s)
+        state = VehicleState(self.stale_after, clear_after)
         # Fresh plans per decoder: the change cache lives in them.
         plans = {fid: _copy_plan(p) for fid, p in self.plans.items()}
         return Decoder(plans, state)
 
-    def can_filters(self) -> list[dict[str, int | bool]]:
-        """python-can filters passing only the mapped ids (kernel filters on SocketCAN)."""
-        return [
+    def can_filters(self) -> list[dict[str, int | bool]] | None:
+        """python-can filters passing only the mapped ids (kernel filters on SocketCAN).
+
+        With diagnostics the response ids pass too; a car with no broadcast mapping at all gets
+        no filter: any frame of its own is what tells the poller that it is awake.
+        """
+        filters: list[dict[str, int | bool]] = [
             {"can_id": fid, "can_mask": 0x1FFFFFFF if p.message.is_extended_frame else 0x7FF,
              "extended": p.message.is_extended_frame}
             for fid, p in sorted(self.plans.items())
         ]
+        if self.diagnostics is None:
+            return filters
+        if not filters:
+            return None
+        for rx in sorted(self.diagnostics.response_ids()):
+            ext = rx > 0x7FF
+            filters.append({"can_id": rx, "can_mask": 0x1FFFFFFF if ext else 0x7FF, "extended": ext})
+        return filters
 
     def find_message(self, name: str) -> Message | None:
         for db in self.databases:
@@ -76,8 +93,11 @@ def load_vehicle(config: AgentConfig) -> Vehicle:
         check_c_bitstruct()
     except DbcError as exc:
         problems.append(str(exc))
-    if not config.can.dbc:
-        problems.append(f"{where}: [can] dbc: no DBC file given (set [can] dbc or pass --dbc FILE)")
+    diagnostics, diag_problems = load_diagnostics(config)
+    problems.extend(diag_problems)
+    if not config.can.dbc and diagnostics is None and not diag_problems:
+        problems.append(f"{where}: [can] dbc: no DBC file given (set [can] dbc or pass --dbc FILE, "
+                        "or poll the car with [diagnostics])")
     for path in config.can.dbc:
         try:
             databases.append(load_dbc(Path(path), strict=config.can.strict_dbc))
@@ -85,15 +105,24 @@ def load_vehicle(config: AgentConfig) -> Vehicle:
             problems.append(str(exc))
     plans: dict[int, MessagePlan] = {}
     stale_after: dict[str, float] = {}
+    polled = diag_mappings(config)
     if databases:
         builder = _PlanBuilder(config, databases, where)
         for vss_path, mapping in config.mappings().items():
-            builder.add(vss_path, mapping)
+            if vss_path not in polled:
+                builder.add(vss_path, mapping)
         problems.extend(builder.problems)
         plans, stale_after = builder.plans, builder.stale_after
+    if diagnostics is not None:
+        for both in sorted(set(stale_after) & diagnostics.skip_paths):
+            problems.append(f'{where}: "{both}" is mapped to a DBC signal and polled by [diagnostics]: '
+                            "choose one")
+        for polled_path, stale in diagnostics.stale_after.items():
+            stale_after.setdefault(polled_path, stale)
     if problems:
         raise ConfigError(problems)
-    return Vehicle(config, databases, plans, stale_after)
+    return Vehicle(config, databases, plans, stale_after, diagnostics=diagnostics,
+                   warnings=list(diagnostics.notes) if diagnostics else [])
 
 
 class _PlanBuilder:
