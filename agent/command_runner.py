@@ -194,6 +194,11 @@ class CommandRunner:
 
     def _actuate(self, cmd: Command, name: str, args: dict[str, Any], state: VehicleState, event_now: float,
                  on_done: Callable[[], None] | None = None) -> None:
+        if self.config.can.listen_only:
+            from agent.guarded_bus import LISTEN_ONLY_REASON
+
+            self._finish(cmd, "rejected", LISTEN_ONLY_REASON)
+            return
         why = interlock(state, event_now)
         if why is not None:
             self._finish(cmd, "rejected", why)

@@ -20,6 +20,7 @@ import can
 from agent.command_runner import CommandMemory, CommandRunner, read_command_key
 from agent.config import AgentConfig, load_config
 from agent.courier import Courier
+from agent.diag_runtime import DiagRuntime
 from agent.errors import CarfriendError, ConfigError, SourceError
 from agent.fastbus import read_batch
 from agent.model import PersonaMessage, iso_utc
@@ -63,6 +64,7 @@ class Agent:
         self.outbox: SqliteOutbox | None = None
         self.courier: Courier | None = None
         self.bus: can.BusABC | None = None
+        self.diag: DiagRuntime | None = None
         self.stop_requested = threading.Event()
         self.reload_requested = threading.Event()
         self.on_message: list[Callable[[PersonaMessage], None]] = []
@@ -82,6 +84,7 @@ class Agent:
                                       result=self._command_result, publish_state=self._publish_full_state,
                                       say=self._say)
         self.bus = self.bus_factory(self.config, self.vehicle.can_filters())
+        self.diag = self._new_diag()
         if self.config.mqtt.host:
             on_command = self._queue_command if key is not None else None
             if key is None:
@@ -123,13 +126,29 @@ class Agent:
             self.shutdown()
         return 0
 
+    def _new_diag(self) -> DiagRuntime | None:
+        profile = self.vehicle.diagnostics
+        if profile is None:
+            return None
+        send = None if self.config.can.listen_only else self._send_frame
+        if send is None:
+            log.warning("[can] listen_only: diagnostic requests are configured but nothing is ever sent")
+        return DiagRuntime(profile, self.pipeline, send, bitrate=self.config.can.bitrate or 500_000)
+
+    def _process(self, ts: float, can_id: int, data: bytes) -> None:
+        """One frame with diagnostics on: responses to the ISO-TP ports, the rest to the decoder."""
+        diag = self.diag
+        if diag is None or not diag.on_frame(ts, can_id, data):
+            self.pipeline.process(ts, can_id, data)
+
     def _read_once(self) -> None:
         bus = self.bus
         if bus is None:
             self._reopen_bus()
             return
+        process = self.pipeline.process if self.diag is None else self._process
         try:
-            n = read_batch(bus, self.pipeline.process, self.pipeline.error_frame, RECV_TIMEOUT_S)
+            n = read_batch(bus, process, self.pipeline.error_frame, RECV_TIMEOUT_S)
         except (can.CanError, OSError) as exc:
             log.error("CAN bus %s %s lost: %s; state and messages are kept, retrying every %g s",
                       self.config.can.interface, self.config.can.channel, exc, self.config.can.reconnect_s)
@@ -137,9 +156,21 @@ class Agent:
             self._close_bus()
             return
         if n:
-            self._last_frame = (self.pipeline.state.now, time.monotonic())
+            self._last_frame = (max(self.pipeline.state.now, self._last_frame[0]), time.monotonic())
+            if self.diag is not None:
+                self._last_frame = (max(self._last_frame[0], self.diag.poller.last_heard), self._last_frame[1])
         else:
             self.pipeline.tick(self._event_now())  # time passes on the bus's clock
+        if self.diag is not None:
+            self._poll_diag()
+
+    def _poll_diag(self) -> None:
+        assert self.diag is not None
+        try:
+            self.diag.poll(self._event_now())
+        except Exception as exc:  # noqa: BLE001 - one bad poll never ends the worker loop
+            self.diag.counts["poll_error"] += 1
+            log.error("diagnostic poll failed: %s", exc, exc_info=log.isEnabledFor(logging.DEBUG))
 
     def _reopen_bus(self) -> None:
         if self.stop_requested.wait(self.config.can.reconnect_s):
@@ -205,6 +236,10 @@ class Agent:
         self.commands.poll(state, now)
 
     def _send_frame(self, frame: can.Message) -> None:
+        if self.config.can.listen_only:
+            from agent.guarded_bus import LISTEN_ONLY_REASON, TransmitForbidden
+
+            raise TransmitForbidden(LISTEN_ONLY_REASON)
         if self.bus is None:
             raise can.CanOperationError("the CAN bus is not open")
         self.bus.send(frame, timeout=0.5)
@@ -259,6 +294,7 @@ class Agent:
         self.config, self.vehicle = config, vehicle
         self.pipeline = self._new_pipeline(vehicle)
         self.pipeline.adopt(old)
+        self.diag = self._new_diag()
         self._close_bus()
         try:  # the new interface and filters, at once
             self.bus = self.bus_factory(self.config, self.vehicle.can_filters())
@@ -291,8 +327,11 @@ class Agent:
     def _counters_line(self) -> str:
         c = self.pipeline.counters()
         dropped = " ".join(f"{k}={v}" for k, v in c["dropped"].items() if v) or "none"
-        return (f"frames={c['frames']} decoded={c['decoded']} unchanged={c['unchanged']} "
+        line = (f"frames={c['frames']} decoded={c['decoded']} unchanged={c['unchanged']} "
                 f"dropped[{dropped}] messages={c['messages']} sent={self.courier.sent if self.courier else 0}")
+        if self.diag is not None:
+            line += " diag[" + " ".join(f"{k}={v}" for k, v in self.diag.counters().items()) + "]"
+        return line
 
 
 def open_outbox(config: AgentConfig) -> SqliteOutbox:

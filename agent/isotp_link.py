@@ -49,6 +49,7 @@ class IsoTpPort:
                  counts: Counter[str] | None = None) -> None:
         self.tx_id, self.rx_id, self.extended = tx_id, rx_id, extended
         self.send_frame = send
+        self.now = 0.0  # event time, stamped on what is sent (a candump of the session stays in order)
         self.counts: Counter[str] = counts if counts is not None else Counter()
         self._rx: deque[isotp.CanMessage] = deque()
         mode = isotp.AddressingMode.Normal_29bits if extended else isotp.AddressingMode.Normal_11bits
@@ -67,8 +68,8 @@ class IsoTpPort:
     def _transmit(self, msg: isotp.CanMessage) -> None:
         if self.send_frame is None:
             return  # listen mode: can-isotp sends nothing then anyway
-        self.send_frame(can.Message(arbitration_id=msg.arbitration_id, data=bytes(msg.data),
-                                    is_extended_id=msg.is_extended_id))
+        self.send_frame(can.Message(timestamp=self.now, arbitration_id=msg.arbitration_id,
+                                    data=bytes(msg.data), is_extended_id=msg.is_extended_id))
         self.counts["frames_sent"] += 1
 
     def _error(self, error: Exception) -> None:

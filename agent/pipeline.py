@@ -77,6 +77,11 @@ class Pipeline:
         self._emit(events, now)
         self.deadline = min(self.engine.deadline, self.clock.deadline, self.gate.deadline)
 
+    def values_changed(self, changed: tuple[str, ...], ts: float) -> None:
+        """Values another decoder wrote into the state at ts (diagnostic responses)."""
+        if changed or ts >= self.deadline:
+            self._evaluate(changed, ts)
+
     def error_frame(self) -> None:
         self.decoder.frames += 1
         self.decoder.drops.error_frame += 1
