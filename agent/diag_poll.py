@@ -85,6 +85,7 @@ class Poller:
         self._tokens_at: float | None = None
         self.expected_len: dict[str, int] = {p.key: _expected_length(p) for p in plans}
         self.discovery = Discovery() if diag.standard_pids else None
+        self.asked: set[str] = set()  # requests sent at least once (a late answer is still theirs)
         self._taken_pids: set[int] = set()
 
     # -- the car's own traffic ---------------------------------------------------------------
@@ -161,6 +162,7 @@ class Poller:
 
     def _send(self, plan: DiagPlan, now: float) -> None:
         self.outstanding[plan.tx_id] = Outstanding(plan, now, now + plan.timeout_s)
+        self.asked.add(plan.key)
         self.counts["sent"] += 1
 
     def _cost(self, plan: DiagPlan) -> float:
@@ -206,9 +208,13 @@ class Poller:
             if plan.kind == "supported":
                 self._supported(rx_id, plan, payload)
             return plan, "positive"
-        known = any(rx_id in p.rx_ids and is_response_to(p, payload) for p in self.plans.values())
-        self.counts["late" if known else "unsolicited"] += 1
-        return None, "late" if known else "unsolicited"
+        for plan in self.plans.values():
+            if plan.key in self.asked and rx_id in plan.rx_ids and is_response_to(plan, payload):
+                # Asked, timed out, answered after all: the values are real and current.
+                self.counts["late"] += 1
+                return (None, "late") if negative_response(plan, payload) is not None else (plan, "late")
+        self.counts["unsolicited"] += 1
+        return None, "unsolicited"
 
     def _negative(self, plan: DiagPlan, nrc: int, now: float) -> None:
         self.counts[f"nrc_0x{nrc:02X}"] += 1

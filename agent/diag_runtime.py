@@ -72,7 +72,7 @@ class DiagRuntime:
             self._recorded(rx_id, payload, ts)
             return
         plan, outcome = self.poller.on_payload(rx_id, payload, ts)
-        if plan is None or outcome != "positive" or plan.kind == "supported":
+        if plan is None or outcome not in ("positive", "late") or plan.kind == "supported":
             return
         changed = self.decoder.apply(plan, payload, ts)
         self.pipeline.values_changed(changed, ts)
