@@ -18,6 +18,7 @@ log = logging.getLogger("carfriend")
 SUBCOMMAND_MODULES = (
     "agent.commands_cli",
     "agent.outbox_cli",
+    "agent.scan_cli",
     "simulators.cli",
     "relay.cli",
 )

@@ -218,6 +218,10 @@ class Poller:
 
     def _negative(self, plan: DiagPlan, nrc: int, now: float) -> None:
         self.counts[f"nrc_0x{nrc:02X}"] += 1
+        if plan.kind == "supported" and nrc in BACK_OFF and self.discovery is not None:
+            rx = None if plan.functional else min(plan.rx_ids)
+            self.discovery.pending.append((plan.request[1], rx))  # ask that bitmap again
+            return
         if nrc in STOP_ASKING:
             self.disabled[plan.key] = f"NRC 0x{nrc:02X} {STOP_ASKING[nrc]}"
         elif nrc in BACK_OFF:

@@ -115,14 +115,15 @@ def run_live(bus: can.BusABC, scenario: Scenario | str | Path, *, speed: float =
     stats = RunStats()
     real0, sim0 = time.monotonic(), sim.now
     clock = _SimClock(real0, sim0, speed)
+    last = sim0  # simulated time of the last frame sent: the clock never goes back before it
     while not sim.finished and not stop.is_set():
-        t0 = sim.now
-        stats.commands += _take_commands(bus, sim, clock.now(t0))
+        stats.commands += _take_commands(bus, sim, clock.now(last))
         for msg in sim.step():
-            if not _wait_until(bus, sim, stats, stop, clock, msg.timestamp, t0):
+            if not _wait_until(bus, sim, stats, stop, clock, msg.timestamp, last):
                 break
             stats.send_errors += _send(bus, msg)
             stats.frames += 1
+            last = max(last, float(msg.timestamp))
     stats.simulated_s, stats.finished = sim.now - sim0, sim.finished
     log.info("simulator: %d frames, %d commands, %.0f s simulated", stats.frames, stats.commands,
              stats.simulated_s)
@@ -136,7 +137,7 @@ class _SimClock:
     speed: float
 
     def now(self, floor: float) -> float:
-        """Simulated time now, never before `floor` (the step being sent)."""
+        """Simulated time now, never before `floor` (the last frame sent)."""
         return max(floor, self.sim0 + (time.monotonic() - self.real0) * self.speed)
 
     def real(self, sim_ts: float) -> float:
