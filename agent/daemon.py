@@ -22,7 +22,7 @@ from agent.config import AgentConfig, load_config
 from agent.courier import Courier
 from agent.diag_runtime import DiagRuntime
 from agent.errors import CarfriendError, ConfigError, SourceError
-from agent.fastbus import read_batch
+from agent.fastbus import BATCH_S, read_batch
 from agent.model import PersonaMessage, iso_utc
 from agent.outbox import SqliteOutbox
 from agent.pipeline import Pipeline
@@ -147,8 +147,15 @@ class Agent:
             self._reopen_bus()
             return
         process = self.pipeline.process if self.diag is None else self._process
+        timeout = RECV_TIMEOUT_S
+        if self.diag is not None:  # wake up when the next request is due, not up to 0.2 s later
+            now = self._event_now()
+            due_in = self.diag.poller.deadline(now, self.pipeline.state) - now
+            timeout = max(0.001, min(timeout, due_in))
+        # While an ECU is answering, no nap between bursts: its next frame is what we wait for.
+        nap = BATCH_S if self.diag is None or not self.diag.poller.outstanding else 0.0
         try:
-            n = read_batch(bus, process, self.pipeline.error_frame, RECV_TIMEOUT_S)
+            n = read_batch(bus, process, self.pipeline.error_frame, timeout, nap)
         except (can.CanError, OSError) as exc:
             log.error("CAN bus %s %s lost: %s; state and messages are kept, retrying every %g s",
                       self.config.can.interface, self.config.can.channel, exc, self.config.can.reconnect_s)

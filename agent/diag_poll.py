@@ -128,7 +128,10 @@ class Poller:
             if not self._afford(plan):
                 self.counts["deferred_bus_share"] += 1
                 continue
-            self.next_due[key] = now + period
+            # On the grid of its first due time, not of its send time: requests of one ECU with
+            # one period stay together as a round, whatever the latency of each answer.
+            due = self.next_due.get(key, now)
+            self.next_due[key] = due + period if due + period > now else now + period
             self._send(plan, now)
             out.append(plan)
         return out
@@ -265,10 +268,22 @@ class Poller:
                 health.timeouts = 0
                 self.counts["ecu_backoff"] += 1
 
-    def deadline(self) -> float:
-        """The next event time at which due() may have something to do."""
+    def deadline(self, now: float, state: VehicleState) -> float:
+        """The next event time at which due() will have something to do (NEVER while asleep:
+        the next frame of the car is what wakes the poller then)."""
+        if not self.awake(now):
+            return NEVER
         times = [o.deadline for o in self.outstanding.values()]
-        times += [self.next_due.get(k, -NEVER) for k in self.plans if k not in self.disabled]
+        if self.discovery is not None and not self.discovery.done and self.discovery.pending:
+            times.append(now)
+        mode = self.mode(state, now)
+        for key, plan in self.plans.items():
+            if key in self.disabled or not plan.periods.get(mode) or plan.tx_id in self.outstanding:
+                continue
+            t = max(self.next_due.get(key, -NEVER), self.ecus.get(plan.tx_id, EcuHealth()).until)
+            if t <= now and self.rate_bps > 0:
+                t = max(t, now + (self._cost(plan) - self.tokens) / self.rate_bps)  # the bucket refills
+            times.append(t)
         return min(times, default=NEVER)
 
 

@@ -72,10 +72,10 @@ class DiagRuntime:
             self._recorded(rx_id, payload, ts)
             return
         plan, outcome = self.poller.on_payload(rx_id, payload, ts)
-        if plan is None or outcome not in ("positive", "late") or plan.kind == "supported":
-            return
-        changed = self.decoder.apply(plan, payload, ts)
-        self.pipeline.values_changed(changed, ts)
+        if plan is not None and outcome in ("positive", "late") and plan.kind != "supported":
+            self.pipeline.values_changed(self.decoder.apply(plan, payload, ts), ts)
+        if outcome != "pending":
+            self._send_due(ts)  # that ECU is free: its next request now, not at the next loop turn
 
     def _recorded(self, rx_id: int, payload: bytes, ts: float) -> None:
         """Replay: a response in a recorded session, matched to a known request by its echo."""
@@ -100,6 +100,9 @@ class DiagRuntime:
         for port in self.ports.values():
             for payload in port.tick():
                 self._payload(port.rx_id, payload, now)
+        self._send_due(now)
+
+    def _send_due(self, now: float) -> None:
         for plan in self.poller.due(now, self.pipeline.state):
             try:
                 port = self._port_for(plan)

@@ -28,6 +28,9 @@ from simulators.scenario import dtc_number
 FUNCTIONAL_ID = 0x7DF
 VCU, BMS, OBC = 0x7E0, 0x7E4, 0x7E5
 PENDING_DELAY_S = 0.1
+LATENCY_S = 0.02  # mean; each answer takes 0.5x-1.5x of it
+NRC_RATE = 0.01  # share of answers that are conditionsNotCorrect (0x7F xx 22) instead
+PENDING_RATE = 0.02  # share of answers preceded by responsePending (0x7F xx 78)
 
 
 def _bitmap(pids: set[int], base: int) -> bytes:
@@ -159,11 +162,13 @@ class _Pending:
 class DiagEcus:
     """The car's diagnostic side: requests in (frames), responses out (frames), on simulated time."""
 
-    def __init__(self, model: EVModel, seed: int = 0, *, latency_s: float = 0.02, nrc_rate: float = 0.01,
-                 pending_rate: float = 0.02) -> None:
+    def __init__(self, model: EVModel, seed: int = 0, *, latency_s: float | None = None,
+                 nrc_rate: float | None = None, pending_rate: float | None = None) -> None:
         self.model = model
         self.rng = random.Random(seed * 31 + 5)
-        self.latency_s, self.nrc_rate, self.pending_rate = latency_s, nrc_rate, pending_rate
+        self.latency_s = LATENCY_S if latency_s is None else latency_s
+        self.nrc_rate = NRC_RATE if nrc_rate is None else nrc_rate
+        self.pending_rate = PENDING_RATE if pending_rate is None else pending_rate
         self.ecus = {e.tx_id: e for e in reference_ecus()}
         self.out: list[can.Message] = []
         self._now = 0.0
