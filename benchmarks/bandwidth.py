@@ -19,10 +19,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import simulators  # noqa: E402
-from agent.config import load_config  # noqa: E402
-from agent.pipeline import Pipeline  # noqa: E402
-from agent.statepub import StateReporter  # noqa: E402
-from agent.vehicle import load_vehicle  # noqa: E402
+from agent.core.pipeline import Pipeline  # noqa: E402
+from agent.core.settings import load_config  # noqa: E402
+from agent.core.statepub import StateReporter  # noqa: E402
+from agent.profile.vehicle import load_vehicle  # noqa: E402
 
 CONFIG = ROOT / "config" / "vehicles" / "carfriend-ev.toml"
 TLS_RECORD_OVERHEAD = 29

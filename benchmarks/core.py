@@ -6,11 +6,12 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from agent.config import AgentConfig, load_config
-from agent.model import PersonaMessage
-from agent.pipeline import Pipeline
-from agent.replay import replay
-from agent.vehicle import load_vehicle
+from agent.cli.replay import replay
+from agent.core.model import PersonaMessage
+from agent.core.pipeline import Pipeline
+from agent.core.settings import AgentConfig
+from agent.profile.config import load_config
+from agent.profile.vehicle import load_vehicle
 from benchmarks.traffic import REFERENCE_CONFIG, Traffic
 
 

@@ -25,13 +25,13 @@ sys.path.insert(0, str(ROOT))
 import psutil  # noqa: E402
 
 import simulators  # noqa: E402
-from agent.config import load_config  # noqa: E402
-from agent.daemon import Agent  # noqa: E402
-from agent.diag_poll import Poller, frame_bits, response_frames  # noqa: E402
-from agent.diag_runtime import DiagRuntime  # noqa: E402
-from agent.pipeline import Pipeline  # noqa: E402
-from agent.sources import open_bus  # noqa: E402
-from agent.vehicle import load_vehicle  # noqa: E402
+from agent.cli.daemon import Agent  # noqa: E402
+from agent.core.diag_poll import Poller, frame_bits, response_frames  # noqa: E402
+from agent.core.pipeline import Pipeline  # noqa: E402
+from agent.io.diag_runtime import DiagRuntime  # noqa: E402
+from agent.io.sources import open_bus  # noqa: E402
+from agent.profile.config import load_config  # noqa: E402
+from agent.profile.vehicle import load_vehicle  # noqa: E402
 from simulators import diag_ecu  # noqa: E402
 from simulators.diag_ecu import reference_ecus  # noqa: E402
 from simulators.model import EVModel  # noqa: E402

@@ -22,9 +22,9 @@ from typing import Any
 import can
 import psutil
 
-from agent.config import AgentConfig
-from agent.pipeline import Pipeline
-from agent.slcan import ChunkedSlcanBus
+from agent.core.pipeline import Pipeline
+from agent.core.settings import AgentConfig
+from agent.io.slcan import ChunkedSlcanBus
 from benchmarks.core import new_pipeline
 from benchmarks.traffic import Traffic
 
@@ -172,7 +172,9 @@ def paced_agent(traffic: Traffic, config: AgentConfig, fps: float, seconds: floa
                 broker_port: int | None, trigger_every_s: float = 0.05) -> dict[str, Any]:
     """Run the daemon's Agent on a virtual bus fed at `fps`; CPU of all but the sender thread,
     and frame -> client.publish() latency of dtc.new messages triggered every trigger_every_s."""
-    from agent.daemon import Agent  # imported late: the lead owns it; only its public API is used
+    from agent.cli.daemon import (
+        Agent,  # imported late: the lead owns it; only its public API is used
+    )
 
     state_dir = Path(tempfile.mkdtemp(prefix="carfriend-bench-state-"))
     channel = f"bench-paced-{os.getpid()}"

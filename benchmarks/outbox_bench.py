@@ -19,9 +19,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from mqtt_helpers import Mosquitto, Recorder  # noqa: E402
 
-from agent.config import load_config  # noqa: E402
-from agent.outbox import SqliteOutbox  # noqa: E402
-from agent.replay import drain  # noqa: E402
+from agent.cli.replay import drain  # noqa: E402
+from agent.core.settings import load_config  # noqa: E402
+from agent.io.outbox import SqliteOutbox  # noqa: E402
 
 CONFIG = ROOT / "config" / "vehicles" / "carfriend-ev.toml"
 PAYLOAD = json.dumps({"id": "x" * 36, "kind": "battery.low", "text": "My battery is down to 19 %. " * 3,

@@ -155,7 +155,7 @@ def wait_stored(relay: Relay, target: int, timeout_s: float) -> float:
 def publish_backlog(broker: Mosquitto, vids: list[str], per_vehicle: int) -> int:
     """While no relay is connected: the broker queues everything for the relay's session."""
     pubs = Publishers(broker)
-    now, infos = time.time(), []
+    now, infos = time.time() - per_vehicle, []  # timestamps never ahead of the relay's clock
     for k in range(per_vehicle):
         for vid in vids:
             leaf = "messages" if k % 5 == 0 else "state"
@@ -217,7 +217,8 @@ def vehicle_day_bytes(tmp: Path, vehicles: int = 20) -> float:
     relay.engine.dispose()
     size0 = _db_bytes(db)
     pubs = Publishers(broker)
-    t0, total = 1_800_000_000.0, 0
+    # A modelled day that ended before now: the relay refuses timestamps ahead of its clock.
+    t0, total = time.time() - 2 * 86400, 0
     active = DAY["active_h"] * 3600 // DAY["active_state_every_s"]
     idle = (24 - DAY["active_h"]) * 3600 // DAY["idle_state_every_s"]
     for vid in vids:
@@ -229,8 +230,9 @@ def vehicle_day_bytes(tmp: Path, vehicles: int = 20) -> float:
         for k in range(DAY["messages"]):
             pubs.publish(f"carfriend/v1/{vid}/messages", message(vid, t0 + k * 7200))
         for k in range(DAY["fleet_reports"]):
-            pubs.publish(f"carfriend/v1/{vid}/fleet", {"vehicle_id": vid, "outbox_backlog": k,
-                                                        "dropped": 0, "ts": iso(t0 + k * 3600)})
+            pubs.publish(f"carfriend/v1/{vid}/fleet", {
+                "kind": "outbox.status", "vehicle_id": vid, "ts": iso(t0 + k * 3600),
+                "outbox": {"queued_total": k, "dropped": {"info": 0, "warning": 0}}})
         for text in (b"online", b"offline"):
             pubs.publish(f"carfriend/v1/{vid}/status", text)
         total += active + idle + DAY["messages"] + DAY["fleet_reports"] + DAY["status"]

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import can  # noqa: E402
 import cantools  # noqa: E402
 
-from agent.dbc import has_c_bitstruct  # noqa: E402
+from agent.profile.dbc import has_c_bitstruct  # noqa: E402
 from benchmarks import core, live, procs  # noqa: E402
 from benchmarks.traffic import REFERENCE_CONFIG, TESLA_CONFIG, TESLA_DBC, generate  # noqa: E402
 

@@ -12,11 +12,11 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from agent.errors import CarfriendError
+from agent.core.errors import CarfriendError
 from relay.auth import hash_password
 from relay.config import RelayConfig
 from relay.db import make_engine, make_sessionmaker, migrate
-from relay.models import ROLES, Membership, User, Vehicle
+from relay.models import ROLES, Membership, User, Vehicle, WebSession
 from relay.signing import VEHICLE_ID, key_path
 
 MIN_PASSWORD = 8
@@ -103,7 +103,8 @@ def set_password(s: Session, username: str, password: str) -> None:
         raise AdminError(f"the password must have at least {MIN_PASSWORD} characters")
     user = _user(s, username)
     user.password_hash = hash_password(password)
-    user.session_version += 1  # logs out every existing session
+    user.session_version += 1
+    s.execute(delete(WebSession).where(WebSession.user_id == user.id))  # logs out every session
     s.commit()
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 from relay.config import CommandsConfig, topic
 from relay.models import Command, Message, utcnow
 from relay.signing import load_key, sign_command

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from agent.config import _describe, _env_value, _read_toml
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
+from agent.profile.config import _describe, _env_value, _read_toml, credential, read_secret
 
 ENV_PREFIX = "CARFRIEND_RELAY_"
 TOPIC_ROOT = "carfriend/v1"
@@ -27,13 +28,30 @@ class MqttConfig(_Model):
     password: SecretStr | None = None
     tls: bool = False
     ca_file: Path | None = None
+    # The relay's client certificate for a broker that requires one (docs/mosquitto: mutual TLS,
+    # the certificate's CN is the relay's name in the ACL). The key may instead be the systemd
+    # credential `mqtt-client-key`, the password the credential `mqtt-password`.
+    cert_file: Path | None = None
+    key_file: Path | None = None
     # Stable per instance: the broker keeps the session (and un-acknowledged messages) for it.
+    # On the shipped Mosquitto listener (use_username_as_clientid) the broker uses the
+    # certificate's CN instead.
     client_id: Annotated[str, Field(min_length=1, max_length=64)] = "carfriend-relay-1"
-    # Instances with the same group share the load ($share/<group>/...).
+    # Off by default: Mosquitto cannot keep a car out of a share group (docs/security.md), and a
+    # car in the relay's group takes its turn of every car's traffic. Only with a broker whose
+    # ACL restricts $share/<group>/ subscriptions per client do instances share the load.
+    shared_subscriptions: bool = False
     share_group: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")] = "carfriend-relay"
-    shared_subscriptions: bool = True
     session_expiry_s: Annotated[int, Field(ge=0)] = 7 * 24 * 3600
     keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+
+    @model_validator(mode="after")
+    def _tls_files_need_tls(self) -> MqttConfig:
+        if (self.cert_file or self.key_file or self.ca_file) and not self.tls:
+            raise ValueError("ca_file, cert_file and key_file need tls = true")
+        if self.key_file and not self.cert_file:
+            raise ValueError("key_file without cert_file")
+        return self
 
 
 class DatabaseConfig(_Model):
@@ -47,8 +65,9 @@ class WebConfig(_Model):
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     # File holding the cookie-signing secret; created (0600) on first start when missing.
     secret_file: Path = Path("relay-secret.key")
-    # Mark cookies Secure: set when the relay is served over HTTPS (behind a proxy).
-    secure_cookies: bool = False
+    # Mark cookies Secure (sent over HTTPS only). Unset: on, unless `host` is a loopback address
+    # (a developer's machine, or a TLS proxy on the same host that talks to the relay over http).
+    secure_cookies: bool | None = None
     session_max_age_s: Annotated[int, Field(ge=60)] = 14 * 24 * 3600
     login_attempts_per_window: Annotated[int, Field(ge=1)] = 5
     login_window_s: Annotated[int, Field(ge=1)] = 300
@@ -59,6 +78,14 @@ class IngestConfig(_Model):
     batch_max: Annotated[int, Field(ge=1, le=10_000)] = 500
     # Keep the state history at most this often per vehicle (the latest state is always kept).
     state_history_min_interval_s: Annotated[float, Field(ge=0)] = 60.0
+    # Timestamps further ahead of the relay's clock are refused (a car's clock may run a little
+    # fast; one in 2099 would freeze its state, as an older document never replaces a newer one).
+    max_future_s: Annotated[float, Field(ge=0, le=86400)] = 300.0
+    # Signals a vehicle's state may hold (the agent publishes a few dozen); new names beyond
+    # are left out and counted, so no car can grow every history row.
+    max_signals: Annotated[int, Field(ge=1, le=1000)] = 64
+    # /healthz is unhealthy while a message has waited longer than this to be stored.
+    max_lag_s: Annotated[float, Field(gt=0)] = 60.0
 
 
 class KeysConfig(_Model):
@@ -113,13 +140,41 @@ def resolve_paths(config: RelayConfig, base: Path) -> RelayConfig:
         db_path = url[len(prefix):]
         if db_path and db_path != ":memory:":
             url = prefix + str(rel(Path(db_path)))
-    ca = rel(config.mqtt.ca_file) if config.mqtt.ca_file else None
+    mqtt = config.mqtt
+    files = {k: rel(v) for k, v in (("ca_file", mqtt.ca_file), ("cert_file", mqtt.cert_file),
+                                    ("key_file", mqtt.key_file)) if v is not None}
     return config.model_copy(update={
         "database": config.database.model_copy(update={"url": url}),
         "web": config.web.model_copy(update={"secret_file": rel(config.web.secret_file)}),
         "keys": config.keys.model_copy(update={"dir": rel(config.keys.dir)}),
-        "mqtt": config.mqtt.model_copy(update={"ca_file": ca}),
+        "mqtt": mqtt.model_copy(update=files),
     })
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    ca_file: Path | None
+    cert_file: Path | None
+    key_file: Path | None
+
+
+def tls_files(cfg: MqttConfig) -> TlsFiles:
+    """The TLS files the relay's MQTT client loads, checked to exist; the key from the systemd
+    credential `mqtt-client-key` when there is one. ConfigError names the setting and the file."""
+    key = credential("mqtt-client-key") or cfg.key_file
+    if cfg.cert_file is not None and key is None:
+        raise ConfigError(f"[mqtt] cert_file: {cfg.cert_file}: no key_file and no systemd "
+                          "credential mqtt-client-key")
+    for label, path in (("ca_file", cfg.ca_file), ("cert_file", cfg.cert_file), ("key_file", key)):
+        if path is not None and not path.is_file():
+            raise ConfigError(f"[mqtt] {label}: {path}: no such file")
+    return TlsFiles(cfg.ca_file, cfg.cert_file, key)
+
+
+def mqtt_password(cfg: MqttConfig) -> str | None:
+    """The broker password: the systemd credential `mqtt-password`, else the config/environment."""
+    inline = cfg.password.get_secret_value() if cfg.password else None
+    return read_secret("mqtt-password", inline, None)[0]
 
 
 def topic(vehicle_id: str, leaf: str) -> str:

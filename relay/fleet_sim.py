@@ -55,9 +55,9 @@ def car_config(base: Any, index: int, args: argparse.Namespace, state_root: Path
 
 def cmd_fleet_sim(args: argparse.Namespace) -> int:
     import simulators
-    from agent.config import load_config
-    from agent.daemon import Agent
-    from agent.sources import open_bus
+    from agent.cli.daemon import Agent
+    from agent.io.sources import open_bus
+    from agent.profile.config import load_config
 
     base = load_config(args.config)
     scenarios = args.scenario or ["plugged-in-at-home", "daily-commute"]

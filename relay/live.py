@@ -20,7 +20,7 @@ from relay.hub import ALL
 from relay.models import Vehicle, utcnow
 from relay.permissions import Access
 from relay.views import _vehicle_for
-from relay.web import AppContext, require_user
+from relay.web import AppContext, require_user, session_user
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -40,9 +40,21 @@ def sse(event: str, data: str, event_id: str | None = None) -> str:
     return "\n".join(lines) + "\n\n"
 
 
+class StreamEnded(Exception):
+    """The reader lost access (logged out, password changed, role revoked): end the stream."""
+
+
+def _still_allowed(s: Any, token: object, user_id: int) -> None:
+    """Every update re-checks the session on the server: a revoked reader gets nothing more."""
+    user = session_user(s, token)
+    if user is None or user.id != user_id:
+        raise StreamEnded()
+
+
 async def vehicle_events(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
     user = await run_in_threadpool(require_user, request)
+    token = request.session.get("sid")
     vid = request.path_params["vid"]
 
     def check() -> Access:
@@ -52,14 +64,18 @@ async def vehicle_events(request: Request) -> Response:
             raise HTTPException(404, "No such vehicle.")
         return acc
 
-    acc = await run_in_threadpool(check)
+    await run_in_threadpool(check)
     cursor = Cursor(_int(request.headers.get("last-event-id") or request.query_params.get("after")))
     templates = request.app.state.templates
 
     def updates() -> list[str]:
         with ctx.sessions() as s:
+            _still_allowed(s, token, user.id)
+            acc = queries.access(s, user.id, vid)  # roles may have changed since the last update
             vehicle = s.get(Vehicle, vid)
-            return _vehicle_updates(s, vehicle, acc, cursor, templates) if vehicle else []
+            if vehicle is None or not acc.can_view_page:
+                raise StreamEnded()
+            return _vehicle_updates(s, vehicle, acc, cursor, templates)
 
     return StreamingResponse(_stream(ctx, vid, updates), media_type="text/event-stream",
                              headers=SSE_HEADERS)
@@ -92,14 +108,16 @@ def _vehicle_updates(s: Any, vehicle: Vehicle, acc: Access, cursor: Cursor,
 async def fleet_events(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
     user = await run_in_threadpool(require_user, request)
+    token = request.session.get("sid")
     templates = request.app.state.templates
     last: list[str] = [""]
 
     def updates() -> list[str]:
         with ctx.sessions() as s:
+            _still_allowed(s, token, user.id)
             view = queries.fleet(s, user.id, utcnow())
-        if not view.rows:
-            return []
+        if not view.rows:  # no longer an operator of any car
+            raise StreamEnded()
         html = templates.get_template("_fleet_table.html").render(fleet=view)
         if html == last[0]:
             return []
@@ -120,7 +138,11 @@ async def _stream(ctx: AppContext, key: str, updates: Any,
         yield "retry: 2000\n\n"
         while not ctx.stopping.is_set():
             event.clear()
-            chunks = await run_in_threadpool(updates)
+            try:
+                chunks = await run_in_threadpool(updates)
+            except StreamEnded:
+                yield "event: end\ndata: \n\n"
+                return
             for chunk in chunks:
                 yield chunk
             if not chunks:

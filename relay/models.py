@@ -69,6 +69,17 @@ class User(Base):
     session_version: Mapped[int] = mapped_column(Integer, default=1)
 
 
+class WebSession(Base):
+    """A logged-in browser: the cookie carries a random token, the table its SHA-256, so logging
+    out (or a password change) ends the session on the server and a copied cookie stops working."""
+
+    __tablename__ = "web_sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 hex of the token
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+
+
 class Membership(Base):
     """A user's role for one vehicle; vehicle_id NULL means every vehicle (operators only)."""
 

@@ -19,12 +19,13 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from relay.config import TOPIC_ROOT, MqttConfig
+from agent.core.errors import ConfigError
+from relay.config import TOPIC_ROOT, IngestConfig, MqttConfig, mqtt_password, tls_files
 from relay.hub import Hub
-from relay.ingest import SUBSCRIBED, Dropped, Inbound, parse
+from relay.ingest import SUBSCRIBED, Dropped, Inbound, Limits, ingest_problem, parse
 from relay.store import Store, known_vehicles, now_utc
 
 log = logging.getLogger(__name__)
@@ -45,28 +46,38 @@ class Received:
     qos: int
     topic: str
     payload: bytes
+    at: float  # time.monotonic() when it arrived: how far the worker lags behind
 
 
 class MqttIngest:
-    """Subscribes, stores and acknowledges; also publishes signed commands (``publish``)."""
+    """Subscribes, stores and acknowledges; also publishes signed commands (``publish``).
+
+    The worker never stops for an input: each message ends stored or counted in ``dropped``
+    (by reason), and is acknowledged either way; only a database outage holds it back."""
 
     def __init__(self, cfg: MqttConfig, sessions: sessionmaker[Session], hub: Hub,
-                 max_payload_bytes: int = 65536, batch_max: int = 500,
-                 state_history_min_interval_s: float = 60.0) -> None:
+                 ingest: IngestConfig | None = None) -> None:
         self.cfg = cfg
         self.sessions = sessions
         self.hub = hub
-        self.max_payload_bytes = max_payload_bytes
-        self.batch_max = batch_max
-        self.store = Store(state_history_min_interval_s)
+        self.ingest_cfg = ingest or IngestConfig()
+        self.limits = Limits(self.ingest_cfg.max_payload_bytes, self.ingest_cfg.max_future_s,
+                             self.ingest_cfg.max_signals)
+        self.batch_max = self.ingest_cfg.batch_max
+        self.store = Store(self.ingest_cfg.state_history_min_interval_s,
+                           self.ingest_cfg.max_signals)
         self.dropped: Counter[str] = Counter()
         self.stored = 0
+        self.acked = 0
+        self.connects = 0  # successful connections (a takeover shows as reconnects)
         self.connected = threading.Event()
         self._queue: queue.Queue[Received] = queue.Queue()
         self._generation = 0
         self._stop = threading.Event()
         self._known: set[str] = set()
         self._known_at = 0.0
+        self._heartbeat = time.monotonic()
+        self._busy_since: float | None = None  # arrival of the oldest message being stored
         self._worker = threading.Thread(target=self._work, name="relay-ingest", daemon=True)
         self.client = self._make_client()
 
@@ -75,12 +86,19 @@ class MqttIngest:
     def _make_client(self) -> mqtt.Client:
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.cfg.client_id,
                              protocol=mqtt.MQTTv5, manual_ack=True)
-        if self.cfg.username:
-            password = self.cfg.password.get_secret_value() if self.cfg.password else None
+        password = mqtt_password(self.cfg)
+        if self.cfg.username or password:
             client.username_pw_set(self.cfg.username, password)
         if self.cfg.tls:
-            client.tls_set(ca_certs=str(self.cfg.ca_file) if self.cfg.ca_file else None,
-                           tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            files = tls_files(self.cfg)
+            try:
+                client.tls_set(ca_certs=str(files.ca_file) if files.ca_file else None,
+                               certfile=str(files.cert_file) if files.cert_file else None,
+                               keyfile=str(files.key_file) if files.key_file else None,
+                               tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                raise ConfigError(f"[mqtt] TLS files {files.cert_file or files.ca_file}: "
+                                  f"cannot load: {exc}") from None
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -92,6 +110,7 @@ class MqttIngest:
             log.warning("broker refused the connection: %s", reason)
             return
         self._generation += 1
+        self.connects += 1
         topics = [(self.subscription(leaf), 1) for leaf in SUBSCRIBED]
         client.subscribe(topics)
         log.info("connected to %s:%d, subscribed to %d topics", self.cfg.host, self.cfg.port,
@@ -104,7 +123,14 @@ class MqttIngest:
             log.warning("disconnected from the broker (%s); reconnecting", reason)
 
     def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        self._queue.put(Received(self._generation, msg.mid, msg.qos, msg.topic, bytes(msg.payload)))
+        # Never raise in a paho callback: a topic that is not UTF-8 becomes one that the
+        # worker counts as unknown (and acknowledges).
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            topic = "<not UTF-8>"
+        self._queue.put(Received(self._generation, msg.mid, msg.qos, topic, bytes(msg.payload),
+                                 time.monotonic()))
 
     def subscription(self, leaf: str) -> str:
         base = f"{TOPIC_ROOT}/+/{leaf}"
@@ -136,11 +162,34 @@ class MqttIngest:
 
     def _work(self) -> None:
         while True:
+            self._heartbeat = time.monotonic()
             batch = self._take_batch()
             if batch:
-                self._handle(batch)
+                self._busy_since = batch[0].at
+                try:
+                    self._handle(batch)
+                except Exception:  # a bug, not an input (the steps catch their own): go on
+                    log.exception("ingest failed on a batch of %d messages", len(batch))
+                    self.dropped["internal-error"] += len(batch)
+                    self._ack(batch)
+                self._busy_since = None
             elif self._stop.is_set():
                 return
+
+    def health(self) -> str | None:
+        """What is wrong with the ingest (for /healthz), or None."""
+        now = time.monotonic()
+        oldest = self._busy_since
+        with self._queue.mutex:
+            if self._queue.queue:
+                head = self._queue.queue[0].at
+                oldest = head if oldest is None else min(oldest, head)
+        # Busy with messages: their age says how far behind it is. Idle: the loop comes round
+        # every 0.2 s, or it is stuck.
+        lag = now - oldest if oldest is not None else 0.0
+        idle = now - self._heartbeat if oldest is None else 0.0
+        return ingest_problem(self._worker.is_alive(), self.connected.is_set(), idle, lag,
+                              self.ingest_cfg.max_lag_s)
 
     def _take_batch(self) -> list[Received]:
         try:
@@ -156,42 +205,72 @@ class MqttIngest:
         return batch
 
     def _handle(self, batch: list[Received]) -> None:
-        records: list[tuple[Received, Inbound]] = []
-        for item in batch:
-            rec = self._check(item)
-            if rec is not None:
-                records.append((item, rec))
+        records = [rec for rec in map(self._check, batch) if rec is not None]
         try:
-            touched = self._commit([r for _, r in records])
+            touched = self._commit(records)
         except _Abandoned:
             log.error("stopping with %d messages not stored: the broker keeps them", len(batch))
             return
         self._ack(batch)
         if touched:
-            self.hub.notify(touched)
+            try:
+                self.hub.notify(touched)
+            except Exception:  # live pages catch up on their next poll
+                log.exception("waking the live pages failed")
 
     def _check(self, item: Received) -> Inbound | None:
+        """The record to store, or None after counting why not (never raises)."""
         try:
-            rec = parse(item.topic, item.payload, self.max_payload_bytes)
+            rec = parse(item.topic, item.payload, self.limits, now_utc())
             if not self._is_known(rec.vehicle_id):
                 raise Dropped("unknown-vehicle", rec.vehicle_id[:64])
             return rec
         except Dropped as drop:
             self.dropped[drop.reason] += 1
             log.warning("dropped a payload on %s: %s", item.topic[:200], drop)
-            return None
+        except Exception:
+            self.dropped["internal-error"] += 1
+            log.exception("checking a payload on %s failed", item.topic[:200])
+        return None
 
     def _is_known(self, vehicle_id: str) -> bool:
         if vehicle_id in self._known:
             return True
         if time.monotonic() - self._known_at > 5.0:  # a vehicle added since: reload, rate-limited
-            with self.sessions() as session:
-                self._known = known_vehicles(session)
+            try:
+                with self.sessions() as session:
+                    self._known = known_vehicles(session)
+            except OperationalError as exc:
+                # The database is away: let it through, the store waits for the database (and
+                # its foreign key refuses a vehicle that is not registered). Never drop for that.
+                log.warning("cannot reload the registered vehicles (%s)", exc.orig)
+                return True
             self._known_at = time.monotonic()
         return vehicle_id in self._known
 
     def _commit(self, records: list[Inbound]) -> set[str]:
-        """Store the batch; wait out a database outage; isolate a record the database refuses."""
+        """Store the batch; wait out a database outage; isolate a record that cannot be stored."""
+        try:
+            return self._retrying(records)
+        except _Abandoned:
+            raise
+        except Exception as exc:
+            log.error("a batch could not be stored (%s); storing record by record", exc)
+        touched: set[str] = set()
+        for rec in records:
+            try:
+                touched |= self._retrying([rec])
+            except _Abandoned:
+                raise
+            except Exception as exc:
+                reason = "db-refused" if isinstance(exc, SQLAlchemyError) else "store-failed"
+                self.dropped[reason] += 1
+                log.error("dropped a %s record of %s that could not be stored: %s", rec.leaf,
+                          rec.vehicle_id, exc)
+        return touched
+
+    def _retrying(self, records: list[Inbound]) -> set[str]:
+        """Apply, retrying while the database is unavailable (nothing is acknowledged meanwhile)."""
         delay = 0.5
         while True:
             try:
@@ -202,25 +281,13 @@ class MqttIngest:
                 log.error("database unavailable (%s); retrying in %.1f s", exc.orig, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
-            except (DBAPIError, SQLAlchemyError) as exc:
-                log.error("database refused a batch (%s); storing record by record", exc)
-                return self._apply_one_by_one(records)
 
     def _apply(self, records: list[Inbound]) -> set[str]:
         with self.sessions() as session, session.begin():
             touched = self.store.apply(session, records, now_utc())
         self.stored += len(records)
-        return touched
-
-    def _apply_one_by_one(self, records: list[Inbound]) -> set[str]:
-        touched: set[str] = set()
-        for rec in records:
-            try:
-                touched |= self._apply([rec])
-            except SQLAlchemyError as exc:
-                self.dropped["db-refused"] += 1
-                log.error("dropped a %s record of %s the database refused: %s", rec.leaf,
-                          rec.vehicle_id, exc)
+        if self.store.trimmed:
+            self.dropped["signals-over-cap"] += self.store.trimmed
         return touched
 
     def _ack(self, batch: list[Received]) -> None:
@@ -228,4 +295,8 @@ class MqttIngest:
         for item in batch:
             # A message received on an earlier connection will be redelivered on this one.
             if item.qos > 0 and item.generation == current:
-                self.client.ack(item.mid, item.qos)
+                try:
+                    self.client.ack(item.mid, item.qos)
+                    self.acked += 1
+                except Exception:  # the connection just dropped: redelivered on the next one
+                    log.warning("could not acknowledge message %d", item.mid, exc_info=True)

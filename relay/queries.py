@@ -143,10 +143,21 @@ def outbox_health(fleet: dict[str, Any] | None) -> dict[str, Any]:
             ("queued_total", "oldest_age_s", "dropped")}
 
 
-def _dropped(value: Any) -> int | None:
+def _dropped(value: Any) -> float | None:
+    """The total of an outbox.status `dropped` map; the template formats (or refuses) it."""
     if isinstance(value, dict):
-        return int(sum(v for v in value.values() if isinstance(v, int | float)))
+        counts = [v for v in value.values() if isinstance(v, int | float) and not isinstance(v, bool)]
+        try:
+            return float(sum(counts))
+        except OverflowError:
+            return None
     return None
+
+
+def is_fleet_wide_operator(session: Session, user_id: int) -> bool:
+    return session.scalar(select(Membership.id).where(
+        Membership.user_id == user_id, Membership.role == "operator",
+        Membership.vehicle_id.is_(None)).limit(1)) is not None
 
 
 def user_by_name(session: Session, username: str) -> User | None:

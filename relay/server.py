@@ -45,9 +45,7 @@ class Relay:
         migrate(self.engine)
         sessions = make_sessionmaker(self.engine)
         hub = Hub()
-        ing = config.ingest
-        self.ingest = MqttIngest(config.mqtt, sessions, hub, ing.max_payload_bytes, ing.batch_max,
-                                 ing.state_history_min_interval_s)
+        self.ingest = MqttIngest(config.mqtt, sessions, hub, config.ingest)
         downlink = Downlink(config.keys.dir, lambda t, p: self.ingest.publish(t, p),
                             config.commands)
         web = config.web

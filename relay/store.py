@@ -58,9 +58,13 @@ class _Batch:
 class Store:
     """Applies batches of Inbound records; remembers when it last kept each vehicle's state history."""
 
-    def __init__(self, state_history_min_interval_s: float) -> None:
+    def __init__(self, state_history_min_interval_s: float, max_signals: int = 64) -> None:
         self._history_every = timedelta(seconds=state_history_min_interval_s)
         self._history_at: dict[str, datetime] = {}
+        self.max_signals = max_signals
+        # Signals the last apply() left out because a vehicle's state was full (a car sending
+        # ever new names must not grow every history row).
+        self.trimmed = 0
 
     def apply(self, session: Session, records: Iterable[Inbound], now: datetime) -> set[str]:
         """Add the records to the session (the caller commits); returns the vehicles touched."""
@@ -68,8 +72,9 @@ class Store:
         for rec in records:
             getattr(self, f"_{rec.leaf}")(batch, rec, now)
             touched.add(rec.vehicle_id)
+        self.trimmed = 0
         if touched:
-            _write(session, batch, now)
+            self.trimmed = _write(session, batch, now, self.max_signals)
             session.execute(update(Vehicle).where(Vehicle.id.in_(touched))
                             .values(revision=Vehicle.revision + 1))
         return touched
@@ -85,12 +90,13 @@ class Store:
     def _state(self, batch: _Batch, rec: Inbound, now: datetime) -> None:
         state: InboundState = rec.body
         ts = naive_utc(state.ts)
+        signals = state.entries()
         pending = batch.state.get(rec.vehicle_id)
         if pending is None or pending[0] <= ts:
             if state.full or pending is None:
-                batch.state[rec.vehicle_id] = (ts, state.full, dict(state.signals))
+                batch.state[rec.vehicle_id] = (ts, state.full, signals)
             else:  # a delta on top of what this batch already has
-                batch.state[rec.vehicle_id] = (ts, pending[1], {**pending[2], **state.signals})
+                batch.state[rec.vehicle_id] = (ts, pending[1], {**pending[2], **signals})
             last = self._history_at.get(rec.vehicle_id)
             if last is None or ts - last >= self._history_every:
                 self._history_at[rec.vehicle_id] = ts
@@ -127,14 +133,16 @@ class Store:
         batch.seen.add(rec.vehicle_id)
 
 
-def _write(session: Session, b: _Batch, now: datetime) -> None:
+def _write(session: Session, b: _Batch, now: datetime, max_signals: int) -> int:
+    """Everything of the batch into the session; returns the signals left out (state full)."""
+    trimmed = 0
     _insert_ignore(session, Message, b.messages)
     _insert_ignore(session, Appointment, b.appointments)
     _insert_ignore(session, CommandResult, b.results)
     if b.fleet_reports:
         session.execute(insert(FleetReport), b.fleet_reports)
     for vid, (ts, full, signals) in b.state.items():
-        _apply_state(session, b, vid, ts, full, signals, now)
+        trimmed += _apply_state(session, b, vid, ts, full, signals, now, max_signals)
     for vid, status in b.status.items():
         session.execute(update(Vehicle).where(Vehicle.id == vid)
                         .values(status=status, status_at=now))
@@ -146,22 +154,38 @@ def _write(session: Session, b: _Batch, now: datetime) -> None:
         _advance_command(session, row, now)
     if b.seen:
         session.execute(update(Vehicle).where(Vehicle.id.in_(b.seen)).values(last_seen=now))
+    return trimmed
 
 
 def _apply_state(session: Session, b: _Batch, vid: str, ts: datetime, full: bool,
-                 signals: dict[str, Any], now: datetime) -> None:
+                 signals: dict[str, Any], now: datetime, max_signals: int) -> int:
     """The latest state: a full snapshot replaces it, a delta is applied on top; an older
-    document arriving late changes nothing. History keeps the merged snapshot."""
+    document arriving late changes nothing. History keeps the merged snapshot. A vehicle keeps
+    at most max_signals signals: new names beyond are left out (returns how many)."""
     vehicle = session.get(Vehicle, vid)
     if vehicle is None or (vehicle.state_at is not None and vehicle.state_at > ts):
-        return
+        return 0
     before = vehicle.state or {}
     for h_ts, h_full, h_signals in b.history.get(vid, ()):
         if vehicle.state_at is None or h_ts >= vehicle.state_at:
-            session.add(StateRecord(vehicle_id=vid, ts=h_ts, received_at=now,
-                                    signals=h_signals if h_full else {**before, **h_signals}))
-    vehicle.state = signals if full else {**before, **signals}
+            merged, _ = merge_signals({} if h_full else before, h_signals, max_signals)
+            session.add(StateRecord(vehicle_id=vid, ts=h_ts, received_at=now, signals=merged))
+    vehicle.state, trimmed = merge_signals({} if full else before, signals, max_signals)
     vehicle.state_at = ts
+    return trimmed
+
+
+def merge_signals(before: dict[str, Any], delta: dict[str, Any],
+                  cap: int) -> tuple[dict[str, Any], int]:
+    """before with delta applied; a name not in before is added only while there are fewer
+    than cap signals. Returns the merged signals and how many names were left out."""
+    merged, left_out = dict(before), 0
+    for path, entry in delta.items():
+        if path in merged or len(merged) < cap:
+            merged[path] = entry
+        else:
+            left_out += 1
+    return merged, left_out
 
 
 def _advance_command(session: Session, row: dict[str, Any], now: datetime) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import timedelta
 from typing import Any
@@ -14,10 +15,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
 from relay import commands, queries
-from relay.auth import csrf_ok, new_csrf_token, verify_password
+from relay.auth import csrf_ok, verify_password
 from relay.models import Command, Message, User, Vehicle, utcnow
 from relay.permissions import Access
-from relay.web import AppContext, current_user, render, require_user
+from relay.web import AppContext, current_user, end_session, render, require_user, start_session
 
 log = logging.getLogger(__name__)
 TIMELINE_LIMIT = 100
@@ -46,19 +47,26 @@ async def login(request: Request) -> Response:
     password = str(form.get("password", ""))[:1024]
     nxt = _safe_next(form.get("next"))
     ctx = _ctx(request)
-    keys = [f"user:{username.lower()}", f"ip:{request.client.host if request.client else '-'}"]
-    if ctx.limiter.blocked(keys):
-        log.warning("login rate limit hit for %r", username)
+    address = request.client.host if request.client else "-"
+    refused, delay_s = ctx.limiter.check(username, address)
+    if refused:
+        log.warning("login rate limit hit for %r from %s", username[:64], address)
         return render(request, "login.html", {"next": nxt, "error":
                       "Too many failed attempts. Please wait a few minutes."}, status=429)
+    if delay_s:  # the account is being guessed at from elsewhere: slower answers, no lock
+        await asyncio.sleep(delay_s)
     user = await run_in_threadpool(_check_password, ctx, username, password)
     if user is None:
-        ctx.limiter.failed(keys)
+        ctx.limiter.failed(username, address)
         return render(request, "login.html", {"next": nxt,
                       "error": "Wrong username or password."}, status=401)
-    ctx.limiter.succeeded(keys)
-    request.session.clear()  # a fresh session: nothing from before the login carries over
-    request.session.update({"uid": user.id, "sv": user.session_version, "csrf": new_csrf_token()})
+    ctx.limiter.succeeded(username, address)
+
+    def begin() -> None:
+        with ctx.sessions() as s:
+            start_session(s, request, user, ctx.config.web.session_max_age_s)
+
+    await run_in_threadpool(begin)
     return RedirectResponse(nxt, status_code=303)
 
 
@@ -70,8 +78,14 @@ def _check_password(ctx: AppContext, username: str, password: str) -> User | Non
 
 
 async def logout(request: Request) -> Response:
+    """Ends the session on the server too: a copy of the cookie no longer works."""
     await _form(request)
-    request.session.clear()
+
+    def end() -> None:
+        with _ctx(request).sessions() as s:
+            end_session(s, request)
+
+    await run_in_threadpool(end)
     return RedirectResponse("/login", status_code=303)
 
 
@@ -166,10 +180,12 @@ def fleet_page(request: Request) -> Response:
     ctx = _ctx(request)
     with ctx.sessions() as s:
         view = queries.fleet(s, user.id, utcnow())
+        fleet_wide = queries.is_fleet_wide_operator(s, user.id)
     if not view.rows:
         raise HTTPException(403, "The fleet page is for fleet operators.")
     ingest = ctx.ingest
-    counters = {"stored": ingest.stored, **dict(ingest.dropped)} if ingest else {}
+    # The relay's counters cover every car: only for operators of the whole fleet.
+    counters = {"stored": ingest.stored, **dict(ingest.dropped)} if ingest and fleet_wide else {}
     return render(request, "fleet.html", {"user": user, "fleet": view, "counters": counters})
 
 
@@ -192,10 +208,10 @@ def public_feed(request: Request) -> Response:
 
 
 def healthz(request: Request) -> Response:
+    """200 "ok", or 503 with the reason: broker disconnected, ingest worker stopped or lagging."""
     ingest = _ctx(request).ingest
-    connected = ingest is None or ingest.connected.is_set()
-    return PlainTextResponse("ok" if connected else "broker disconnected",
-                             status_code=200 if connected else 503)
+    problem = ingest.health() if ingest is not None else None
+    return PlainTextResponse(problem or "ok", status_code=503 if problem else 200)
 
 
 def _vehicle_for(s: Any, user: User, vid: str) -> tuple[Vehicle, Access]:
@@ -211,6 +227,8 @@ async def _form(request: Request) -> FormData:
     """The posted form, after checking its CSRF token against the session's."""
     try:
         form = await request.form(max_files=0, max_fields=20)
+    except HTTPException:
+        raise  # BodyTooLarge: 413
     except Exception:  # python-multipart raises several types for garbage bodies
         raise HTTPException(400, "Malformed form.") from None
     if not csrf_ok(request.session.get("csrf"), form.get("csrf")):

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import logging
+import secrets
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import jinja2
+from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -25,9 +29,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from relay.auth import LoginLimiter, new_csrf_token
 from relay.commands import Downlink
-from relay.config import RelayConfig
+from relay.config import RelayConfig, WebConfig
 from relay.hub import Hub
-from relay.models import User
+from relay.models import User, WebSession, utcnow
+from relay.render import number, printable
 
 if TYPE_CHECKING:
     from relay.mqtt import MqttIngest
@@ -63,8 +68,16 @@ class LoginRequired(Exception):
     """An anonymous visitor asked for a page: send them to the login form."""
 
 
+class BodyTooLarge(HTTPException):
+    """A request body (declared or streamed, chunked included) over MAX_BODY_BYTES."""
+
+    def __init__(self) -> None:
+        super().__init__(413, "Request too large.")
+
+
 class SecurityMiddleware:
-    """Security headers on every response; request bodies larger than MAX_BODY_BYTES refused."""
+    """Security headers on every response; request bodies over MAX_BODY_BYTES refused: by their
+    Content-Length before reading, and while reading when they come chunked (never buffered)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -73,23 +86,35 @@ class SecurityMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        length = dict(scope["headers"]).get(b"content-length", b"0")
-        if not length.isdigit() or int(length) > MAX_BODY_BYTES:
-            await PlainTextResponse("Request too large", 413)(scope, receive, send)
-            return
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = list(message.get("headers", [])) + SECURITY_HEADERS
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            await PlainTextResponse("Request too large", 413)(scope, receive, send_with_headers)
+            return
+        received = 0
+
+        async def capped_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > MAX_BODY_BYTES:
+                    raise BodyTooLarge()
+            return message
+
+        await self.app(scope, capped_receive, send_with_headers)
 
 
 def make_templates() -> Jinja2Templates:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
-                             undefined=jinja2.StrictUndefined)
+                             undefined=jinja2.StrictUndefined, finalize=printable)
     env.filters["iso"] = iso
+    env.filters["number"] = number
     env.filters["answer_label"] = lambda a: ANSWER_LABELS.get(str(a).lower(), str(a).capitalize())
     return Jinja2Templates(env=env)
 
@@ -98,18 +123,65 @@ def iso(ts: datetime | None) -> str:
     return ts.isoformat(timespec="seconds") + "Z" if ts else ""
 
 
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def start_session(s: Session, request: Request, user: User, max_age_s: int) -> None:
+    """Log the user in: a fresh cookie session whose token the database knows (by its hash)."""
+    now = utcnow()
+    s.execute(delete(WebSession).where(WebSession.expires_at < now))
+    token = secrets.token_urlsafe(32)
+    s.add(WebSession(id=token_hash(token), user_id=user.id, created_at=now,
+                     expires_at=now + timedelta(seconds=max_age_s)))
+    s.commit()
+    request.session.clear()  # nothing from before the login carries over
+    request.session.update({"sid": token, "csrf": new_csrf_token()})
+
+
+def end_session(s: Session, request: Request) -> None:
+    token = request.session.get("sid")
+    if isinstance(token, str):
+        s.execute(delete(WebSession).where(WebSession.id == token_hash(token)))
+        s.commit()
+    request.session.clear()
+
+
+def session_user(s: Session, token: object) -> User | None:
+    """The user of a session token while the server still holds that session, else None."""
+    if not isinstance(token, str) or len(token) > 100:
+        return None
+    row = s.get(WebSession, token_hash(token))
+    if row is None or row.expires_at <= utcnow():
+        return None
+    return s.get(User, row.user_id)
+
+
 def current_user(request: Request) -> User | None:
-    """The logged-in user, or None; a session older than the user's last password change is void."""
-    uid, version = request.session.get("uid"), request.session.get("sv")
-    if not isinstance(uid, int):
-        return None
+    """The logged-in user, or None: the cookie's session must still exist on the server (logout
+    and a password change delete it)."""
     ctx: AppContext = request.app.state.ctx
-    with ctx.sessions() as s:
-        user = s.get(User, uid)
-    if user is None or user.session_version != version:
-        request.session.clear()
+    token = request.session.get("sid")
+    if token is None:
         return None
+    with ctx.sessions() as s:
+        user = session_user(s, token)
+    if user is None:
+        request.session.clear()
     return user
+
+
+def secure_cookies(web: WebConfig) -> bool:
+    """[web] secure_cookies, or when unset: Secure unless the relay listens on loopback only
+    (behind a TLS proxy on the same host, or a developer's machine)."""
+    if web.secure_cookies is not None:
+        return web.secure_cookies
+    if web.host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(web.host).is_loopback
+    except ValueError:  # a host name other than localhost
+        return True
 
 
 def require_user(request: Request) -> User:
@@ -176,7 +248,7 @@ def create_app(ctx: AppContext, secret: str) -> Starlette:
         Middleware(SecurityMiddleware),
         Middleware(SessionMiddleware, secret_key=secret, session_cookie="carfriend_session",
                    max_age=ctx.config.web.session_max_age_s, same_site="lax",
-                   https_only=ctx.config.web.secure_cookies),
+                   https_only=secure_cookies(ctx.config.web)),
     ]
     app = Starlette(routes=routes, middleware=middleware, exception_handlers={
         HTTPException: on_http_error, LoginRequired: on_login_required, 500: on_server_error,

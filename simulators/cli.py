@@ -11,7 +11,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 
 if TYPE_CHECKING:
     import can

@@ -13,7 +13,7 @@ from typing import Any
 import cantools
 from cantools.database.can import Database, Message
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 from simulators.model import NOT_AVAILABLE_MIN, EVModel
 from simulators.scenario import dtc_number
 

@@ -15,7 +15,7 @@ from typing import Any
 import can
 from can.interfaces.virtual import VirtualBus
 
-from agent.errors import ConfigError, SourceError
+from agent.core.errors import ConfigError, SourceError
 from simulators.engine import Simulation
 from simulators.scenario import Scenario
 

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 _DTC_RE = re.compile(r"^[PCBU][0-3][0-9A-F]{3}$")

@@ -141,3 +141,38 @@ class Recorder:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+def make_pki(directory: Path, clients: Iterable[str]) -> Path:
+    """A test CA, a server certificate for 127.0.0.1 and a client certificate per name (CN = name),
+    as <name>.crt/<name>.key in directory (P-256 keys: quick to make)."""
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+            "-subj", "/CN=carfriend test CA")
+    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    for name in ("server", *clients):
+        cn = "127.0.0.1" if name == "server" else name
+        openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}")
+        extra = ["-extfile", "san.ext"] if name == "server" else []
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", *extra)
+    return directory
+
+
+def shipped_tls_mosquitto(pki: Path, docs: Path, extra_conf: str = "") -> Mosquitto:
+    """A Mosquitto running docs/mosquitto/carfriend.conf and its ACL exactly as shipped, with only
+    the listener moved to a free loopback port and the paths pointed at ``pki`` (not started)."""
+    broker = Mosquitto(extra_conf="listener", persistence=False)
+    conf = (docs / "carfriend.conf").read_text()
+    conf = conf.replace("listener 8883", f"listener {broker.port} 127.0.0.1")
+    conf = conf.replace("/etc/mosquitto/carfriend", str(broker.dir))
+    conf = conf.replace("persistence true\n", f"persistence true\npersistence_location {broker.dir}/\n")
+    for name in ("ca.crt", "server.crt", "server.key"):
+        shutil.copy(pki / name, broker.dir / name)
+    shutil.copy(docs / "acl", broker.dir / "acl")
+    user = "user root\n" if os.geteuid() == 0 else ""
+    broker.conf.write_text(f"{user}{conf}\n{extra_conf}\n")
+    return broker

@@ -51,6 +51,8 @@ function liveTimeline(tl) {
   source.addEventListener("state", (e) => {
     document.getElementById("state")?.replaceWith(fragment(e.data));
   });
+  // The server ends the stream when access ends (logout, password change, role revoked).
+  source.addEventListener("end", () => source.close());
 }
 
 function liveFleet(section) {
@@ -58,6 +60,7 @@ function liveFleet(section) {
   source.addEventListener("fleet", (e) => {
     document.getElementById("fleet-table")?.replaceWith(fragment(e.data));
   });
+  source.addEventListener("end", () => source.close());
 }
 
 async function post(form, submitter) {

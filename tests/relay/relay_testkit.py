@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
-from mqtt_helpers import Mosquitto, free_port
+from mqtt_helpers import Mosquitto, free_port, make_pki, shipped_tls_mosquitto
 
 # tests/relay has no __init__.py, so its folder could shadow the project's `relay` package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -28,10 +28,14 @@ try:
 except ImportError as exc:  # the relay extra is not installed: only the pure tests run
     print(f"tests/relay: {exc.name} missing (pip install -e '.[relay]'): relay server tests skipped")
     collect_ignore = [f"test_relay_{name}.py" for name in (
-        "ingest", "web_auth", "commands", "restart", "e2e_agent", "browser")]
+        "ingest", "web_auth", "commands", "restart", "e2e_agent", "browser", "poison", "render",
+        "broker_trust", "web_trust", "fuzz")]
     Relay = Any  # type: ignore[misc,assignment]
 
 PASSWORD = "correct-horse-battery"
+ROOT = Path(__file__).resolve().parents[2]
+# Certificates of the mTLS tests: the relay, the registered cars, and a car the relay never heard of.
+CERT_NAMES = ("carfriend-relay", "car-a", "car-b", "car-pub", "car-stranger")
 MESSAGE_NS = uuid.UUID("6f1d1c2e-6a53-5c3e-9f0a-2b8c7d0e4a11")
 
 
@@ -78,6 +82,42 @@ def cheap_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
                                                               parallelism=1))
 
 
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_pki(tmp_path_factory.mktemp("pki"), CERT_NAMES)
+
+
+@pytest.fixture
+def tls_broker(pki: Path) -> Iterator[Mosquitto]:
+    """Mosquitto with docs/mosquitto/carfriend.conf and acl as shipped (mTLS, the ACL)."""
+    broker = shipped_tls_mosquitto(pki, ROOT / "docs" / "mosquitto").start()
+    yield broker
+    broker.close()
+
+
+def tls_relay_config(tmp: Path, broker: Mosquitto, pki: Path, **sections: dict[str, Any]) -> RelayConfig:
+    """The relay as a client of the mTLS listener, with its own certificate (CN carfriend-relay)."""
+    mqtt_section = {"tls": True, "ca_file": str(pki / "ca.crt"),
+                    "cert_file": str(pki / "carfriend-relay.crt"),
+                    "key_file": str(pki / "carfriend-relay.key"), **sections.pop("mqtt", {})}
+    return relay_config(tmp, broker, mqtt=mqtt_section, **sections)
+
+
+@pytest.fixture
+def tls_relay(tmp_path: Path, tls_broker: Mosquitto, pki: Path) -> Iterator[Relay]:
+    """The relay through the shipped mTLS listener and ACL, populated like ``relay``."""
+    r = Relay(tls_relay_config(tmp_path, tls_broker, pki), live_poll_s=1.0)
+    populate(r)
+    r.start()
+    assert r.ingest.connected.wait(30), "relay did not connect to the mTLS broker"
+    yield r
+    r.stop()
+
+
+def cert_car(broker: Mosquitto, pki: Path, cert: str, client_id: str | None = None) -> CarPublisher:
+    return CarPublisher(broker, client_id=client_id, pki=pki, cert=cert)
+
+
 @pytest.fixture
 def relay(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[Relay]:
     r = Relay(relay_config(tmp_path, mosquitto), live_poll_s=1.0)
@@ -107,12 +147,17 @@ def login(relay: Relay, username: str, password: str = PASSWORD) -> httpx.Client
 
 
 class CarPublisher:
-    """Publishes what an agent publishes (test stand-in until the agent drives these tests)."""
+    """Publishes what an agent publishes (test stand-in until the agent drives these tests);
+    with ``pki`` and ``cert`` it connects through the mTLS listener as that certificate."""
 
-    def __init__(self, broker: Mosquitto, client_id: str | None = None) -> None:
+    def __init__(self, broker: Mosquitto, client_id: str | None = None, pki: Path | None = None,
+                 cert: str | None = None) -> None:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                   client_id=client_id or f"car-{uuid.uuid4().hex[:8]}",
                                   protocol=mqtt.MQTTv5)
+        if pki is not None and cert is not None:
+            self.client.tls_set(ca_certs=str(pki / "ca.crt"), certfile=str(pki / f"{cert}.crt"),
+                                keyfile=str(pki / f"{cert}.key"))
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
 
@@ -194,3 +239,38 @@ class SseReader:
 
     def close(self) -> None:
         self._stop.set()
+
+
+def count_rows(relay: Relay, model: type, **where: Any) -> int:
+    """Rows of a table, optionally where column == value for each keyword."""
+    from sqlalchemy import func, select
+
+    with relay.ctx.sessions() as s:
+        q = select(func.count()).select_from(model)
+        for k, v in where.items():
+            q = q.where(getattr(model, k) == v)
+        return int(s.scalar(q) or 0)
+
+
+def pages_render(relay: Relay) -> None:
+    """/fleet for the operator, /dealer for the dealer, the owner's and the operator's page of
+    car-a, and the owner's live stream, which must go on to show a message added now."""
+    from relay.models import Message, utcnow
+
+    olga, dan, alice = (login(relay, u) for u in ("olga", "dan", "alice"))
+    for client, path in ((olga, "/fleet"), (dan, "/dealer"), (alice, "/v/car-a"),
+                         (olga, "/v/car-a")):
+        r = client.get(path)
+        assert r.status_code == 200, (path, r.status_code, r.text[-500:])
+    live = SseReader(login(relay, "alice"), "/v/car-a/events")
+    try:
+        wait_until(lambda: live.of("state"), 10, "the state card on the live stream")
+        with relay.ctx.sessions() as s, s.begin():
+            s.add(Message(vehicle_id="car-a", msg_id=str(uuid.uuid4()), ts=utcnow(),
+                          kind="battery.low", severity="warning", visibility="private",
+                          text="AFTER-THE-BAD-DATA", data={}))
+        relay.ctx.hub.notify(["car-a"])
+        wait_until(lambda: any("AFTER-THE-BAD-DATA" in d for d in live.of("item")), 10,
+                   "a new message on the same live stream")
+    finally:
+        live.close()

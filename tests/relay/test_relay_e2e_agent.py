@@ -27,8 +27,6 @@ pytestmark = pytest.mark.slow
 
 def test_owner_answers_later_and_the_real_agent_schedules_the_charge(relay: Relay,
                                                                      tmp_path: Path) -> None:
-    if not (ROOT / "agent" / "simulate.py").exists() or not AGENT_CONFIG.exists():
-        pytest.skip("the agent's simulator is not in this checkout")
     with relay.ctx.sessions() as s:
         add_vehicles(s, relay.config, [VEHICLE], name="Kit", generate_key=True)
         grant(s, "alice", "owner", VEHICLE)
@@ -84,8 +82,6 @@ def test_owner_answers_later_and_the_real_agent_schedules_the_charge(relay: Rela
 
 
 def test_fleet_sim_cars_reach_the_relay(relay: Relay, tmp_path: Path) -> None:
-    if not (ROOT / "agent" / "simulate.py").exists() or not AGENT_CONFIG.exists():
-        pytest.skip("the agent's simulator is not in this checkout")
     with relay.ctx.sessions() as s:
         add_vehicles(s, relay.config, ["sim-0001", "sim-0002"])
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

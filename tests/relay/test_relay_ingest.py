@@ -31,7 +31,7 @@ def test_a_message_published_twice_is_stored_once(relay: Relay, car: CarPublishe
     msg = car.message("car-a", "charge.started", question=["ok", "later"],
                       data={"eta": "2026-11-22T02:15:00.000Z"})
     car.publish("carfriend/v1/car-a/messages", msg)
-    car.message("car-a", "battery.low", ts=1_800_000_000.0)
+    car.message("car-a", "battery.low", ts=1_790_000_000.0)
     wait_until(lambda: relay.ingest.stored >= 3, what="three messages processed")
     assert count(relay, Message, vehicle_id="car-a") == 2
     with relay.ctx.sessions() as s:
@@ -125,3 +125,36 @@ def test_the_fleet_page_shows_the_agents_outbox_health(relay: Relay, car: CarPub
     page = login(relay, "olga").get("/fleet").text
     row = page.split(">Other car<", 1)[1].split("</tr>", 1)[0]
     assert "<td>417</td>" in row and "90 min" in row and "<td>8</td>" in row
+
+
+def test_a_state_from_2099_is_refused_and_does_not_freeze_the_state(relay: Relay,
+                                                                    car: CarPublisher) -> None:
+    soc = "Vehicle.Powertrain.TractionBattery.StateOfCharge.Displayed"
+    car.publish("carfriend/v1/car-a/state", {"vehicle_id": "car-a", "ts": "2099-01-01T00:00:00Z",
+                                             "signals": {soc: {"value": 1.0}}})
+    car.publish("carfriend/v1/car-a/state", {"vehicle_id": "car-a", "ts": "2026-11-22T02:00:00Z",
+                                             "signals": {soc: {"value": 64.0}}})
+    wait_until(lambda: relay.ingest.stored >= 1, what="the sane state")
+    with relay.ctx.sessions() as s:
+        v = s.get(Vehicle, "car-a")
+        assert v is not None and v.state is not None and v.state[soc]["value"] == 64.0
+    assert relay.ingest.dropped["invalid"] == 1
+
+
+def test_new_signal_names_cannot_grow_every_history_row(relay: Relay, car: CarPublisher) -> None:
+    """A car sending deltas with ever new names: the state stops at [ingest] max_signals, and so
+    does every history row (1.7 MB of such input once became 81 MB of database)."""
+    base = {"vehicle_id": "car-a", "full": False}
+    car.publish("carfriend/v1/car-a/state", {**base, "full": True, "ts": "2026-11-22T00:00:00Z",
+                                             "signals": {"Vehicle.Speed": {"value": 0.0}}})
+    for i in range(100):
+        ts = f"2026-11-22T{1 + i // 60:02d}:{i % 60:02d}:00Z"
+        car.publish("carfriend/v1/car-a/state", {**base, "ts": ts, "signals": {
+            f"Vehicle.Junk.Name{i:03d}x{'y' * 30}": {"value": "z" * 60}}})
+    wait_until(lambda: relay.ingest.stored >= 101, 30, "every state document handled")
+    with relay.ctx.sessions() as s:
+        v = s.get(Vehicle, "car-a")
+        assert v is not None and v.state is not None and len(v.state) == 64
+        rows = s.scalars(select(StateRecord)).all()
+    assert max(len(r.signals) for r in rows) == 64
+    assert relay.ingest.dropped["signals-over-cap"] == 37

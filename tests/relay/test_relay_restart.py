@@ -57,7 +57,7 @@ def test_relay_killed_during_a_burst_loses_and_duplicates_nothing(tmp_path: Path
     log = tmp_path / "relay.log"
     proc = start_relay(tmp_path / "relay.toml", log)
     car = CarPublisher(broker)
-    total, t0 = 3000, 1_800_000_000.0
+    total, t0 = 3000, 1_790_000_000.0
     try:
         wait_until(lambda: "subscribed" in log.read_text(), 20, "the relay to subscribe")
         for i in range(total):
@@ -96,7 +96,7 @@ def test_the_broker_restarting_loses_nothing(tmp_path: Path, broker: Mosquitto) 
         assert relay.ingest.connected.wait(10)
         car = CarPublisher(broker)
         for i in range(50):
-            car.message("car-a", "battery.low", ts=1_800_000_000.0 + i)
+            car.message("car-a", "battery.low", ts=1_790_000_000.0 + i)
         car.close()
         wait_until(lambda: relay.ingest.stored >= 50, 10, "the first 50")
         broker.stop()
@@ -104,7 +104,7 @@ def test_the_broker_restarting_loses_nothing(tmp_path: Path, broker: Mosquitto) 
         broker.start()
         car = CarPublisher(broker)
         for i in range(50, 100):
-            car.message("car-a", "battery.low", ts=1_800_000_000.0 + i)
+            car.message("car-a", "battery.low", ts=1_790_000_000.0 + i)
         car.close()
         wait_until(lambda: relay.ingest.connected.is_set(), 40, "the relay to reconnect")
         with relay.ctx.sessions() as s:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 from relay.signing import canonical_json, load_key, sign_command, signature, verify_command
 
 KEY = b"0123456789abcdef0123456789abcdef"

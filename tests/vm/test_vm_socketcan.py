@@ -11,8 +11,8 @@ import pytest
 from vmharness import REPO, GuestRun, VirtualMachine
 
 import simulators
-from agent.config import load_config
-from agent.vehicle import load_vehicle
+from agent.profile.config import load_config
+from agent.profile.vehicle import load_vehicle
 
 pytestmark = pytest.mark.vm
 
