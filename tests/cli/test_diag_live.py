@@ -104,7 +104,8 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         car.shutdown()
         recorder.close()
         broker.close()
-    yield {"messages": recorder.json("/messages"), "log": tmp / "session.log", "agent": agent,
+    yield {"messages": recorder.json("/messages"), "states": recorder.json("/state"),
+           "log": tmp / "session.log", "agent": agent,
            "watcher": watcher, "sim": sim, "tmp": tmp}
 
 
@@ -117,6 +118,9 @@ def test_diagnostics_only_car_end_to_end_through_mosquitto(session: dict[str, An
     eta = datetime.fromisoformat(started["data"]["eta"].replace("Z", "+00:00")).timestamp()
     done = datetime.fromisoformat(messages[2]["ts"].replace("Z", "+00:00")).timestamp()
     assert abs(eta - done) < 600  # the charger's estimate, within ten minutes
+    states = session["states"]  # the state topic carries the polled values like broadcast ones
+    assert any("Vehicle.LowVoltageBattery.CurrentVoltage" in s["signals"] for s in states)
+    assert any("Vehicle.Powertrain.TractionBattery.StateOfCharge.Displayed" in s["signals"] for s in states)
     agent: Agent = session["agent"]
     assert agent.pipeline.decoder.decoded == 0  # nothing broadcast was decoded: polled values alone
     assert agent.diag is not None and agent.diag.counts["positive"] > 300

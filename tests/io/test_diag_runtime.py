@@ -104,3 +104,45 @@ def test_foreign_unsolicited_negative_and_short_answers_are_counted(h: Harness) 
     assert h.diag.counts["too_short"] >= 1
     assert vss.SOC not in h.pipeline.state.values
     assert h.messages == []
+
+
+EXTENDED = """
+[vehicle]
+id = "ext-car"
+[can]
+interface = "virtual"
+[diagnostics]
+standard_pids = false
+[[diagnostics.request]]
+tx_id = 0x18DA44F1
+rx_id = 0x18DAF144
+service = 0x22
+identifier = 0x0101
+[[diagnostics.request.signal]]
+path = "Vehicle.Powertrain.TractionBattery.StateOfCharge.Displayed"
+bit = 32
+length = 8
+scale = 0.5
+"""
+
+
+def test_29_bit_ids_request_flow_control_and_answer(tmp_path: Path) -> None:
+    path = tmp_path / "ext.toml"
+    path.write_text(EXTENDED)
+    vehicle = load_vehicle(load_config(path, environ={}))
+    assert vehicle.diagnostics is not None
+    pipeline = Pipeline(vehicle, lambda m: None)
+    sent: list[can.Message] = []
+    diag = DiagRuntime(vehicle.diagnostics, pipeline, sent.append)
+    t = 1000.0
+    assert not diag.on_frame(t, 0x510, bytes(8))  # the car talks
+    diag.poll(t)
+    assert [(m.arbitration_id, m.is_extended_id, bytes(m.data)) for m in sent] == [
+        (0x18DA44F1, True, b"\x03\x22\x01\x01\xaa\xaa\xaa\xaa")]  # padded to 8 bytes
+    first, *rest = bms_response(150)
+    assert diag.on_frame(t + 0.02, 0x18DAF144, first)
+    assert sent[-1].arbitration_id == 0x18DA44F1 and sent[-1].is_extended_id and sent[-1].data[0] == 0x30
+    for f in rest:
+        diag.on_frame(t + 0.03, 0x18DAF144, f)
+    assert pipeline.state.values[vss.SOC] == 75.0
+    assert vehicle.can_filters() is None  # nothing broadcast mapped: every frame shows the car awake
