@@ -43,7 +43,7 @@ class Simulation:
 
     def __init__(self, scenario: Scenario | str | Path, *, seed: int = 0, speed: float = 1.0,
                  duration_s: float | None = None, db: Database | None = None,
-                 dbc: Path | None = None) -> None:
+                 dbc: Path | None = None, fd: bool = False) -> None:
         self.scenario = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
         self.start_ts = self.scenario.start_ts
         self.duration_s = duration_s
@@ -65,6 +65,7 @@ class Simulation:
         self._bus_up = True
         self.ecus = DiagEcus(self.model, seed)
         self._burst_at = -1.0
+        self.fd = fd  # every frame as CAN FD with bit rate switching (longer payloads always are)
 
     @property
     def now(self) -> float:
@@ -201,8 +202,9 @@ class Simulation:
 
     def _frame(self, t: float, name: str) -> can.Message:
         frame_id, extended, data = self.encoder.encode(name, self.model)
+        fd = self.fd or len(data) > 8
         return can.Message(timestamp=round(t, 6), arbitration_id=frame_id, is_extended_id=extended,
-                           data=data, channel=None)
+                           data=data, channel=None, is_fd=fd, bitrate_switch=fd)
 
     def _nm(self, t: float) -> can.Message:
         return can.Message(timestamp=round(t, 6), arbitration_id=NM_ID, is_extended_id=False,

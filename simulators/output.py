@@ -34,23 +34,24 @@ class RunStats:
 
 
 def frames(scenario: Scenario | str | Path, *, seed: int = 0, speed: float = 1.0,
-           duration_s: float | None = None, dbc: Path | None = None) -> Iterator[can.Message]:
+           duration_s: float | None = None, dbc: Path | None = None, fd: bool = False) -> Iterator[can.Message]:
     """Every frame of a scenario in time order, as fast as the encoder goes (no bus, no file)."""
-    sim = Simulation(scenario, seed=seed, speed=speed, duration_s=duration_s, dbc=dbc)
+    sim = Simulation(scenario, seed=seed, speed=speed, duration_s=duration_s, dbc=dbc, fd=fd)
     while not sim.finished:
         yield from sim.step()
 
 
 def write_log(path: Path | str, scenario: Scenario | str | Path, *, seed: int = 0, speed: float = 1.0,
-              duration_s: float | None = None, dbc: Path | None = None) -> RunStats:
+              duration_s: float | None = None, dbc: Path | None = None, fd: bool = False) -> RunStats:
     """Write a scenario to a candump .log, .asc or .blf file; the same seed gives the same bytes.
 
-    ``speed`` thins the frames as a live run at that speed would (see simulators.engine).
+    ``speed`` thins the frames as a live run at that speed would (see simulators.engine); ``fd``
+    writes every frame as CAN FD (candump ``##``, ASC/BLF FD records).
     """
     path = Path(path)
     if path.suffix.lower() not in LOG_SUFFIXES:
         raise ConfigError(f"{path}: unsupported log format {path.suffix!r} (use {', '.join(LOG_SUFFIXES)})")
-    sim = Simulation(scenario, seed=seed, speed=speed, duration_s=duration_s, dbc=dbc)
+    sim = Simulation(scenario, seed=seed, speed=speed, duration_s=duration_s, dbc=dbc, fd=fd)
     stats = RunStats()
     writer = _writer(path, sim.start_ts)
     try:
@@ -100,7 +101,7 @@ def open_bus(interface: str, channel: str | None, **options: Any) -> can.BusABC:
 
 def run_live(bus: can.BusABC, scenario: Scenario | str | Path, *, speed: float = 1.0, seed: int = 0,
              duration_s: float | None = None, stop_event: threading.Event | None = None,
-             dbc: Path | None = None) -> RunStats:
+             dbc: Path | None = None, fd: bool = False) -> RunStats:
     """Send a scenario onto a bus in (simulated time / speed), reacting to command frames.
 
     Returns when the scenario ends or ``stop_event`` is set. Frame timestamps are simulated
@@ -112,6 +113,7 @@ def run_live(bus: can.BusABC, scenario: Scenario | str | Path, *, speed: float =
         bus.preserve_timestamps = True
     stop = stop_event or threading.Event()
     sim = Simulation(scenario, seed=seed, speed=speed, duration_s=duration_s, dbc=dbc)
+    sim.fd = fd
     stats = RunStats()
     real0, sim0 = time.monotonic(), sim.now
     clock = _SimClock(real0, sim0, speed)
@@ -201,10 +203,12 @@ class Simulator:
     """
 
     def __init__(self, bus: can.BusABC, scenario: Scenario | str | Path, *, speed: float = 1.0,
-                 seed: int = 0, duration_s: float | None = None, dbc: Path | None = None) -> None:
+                 seed: int = 0, duration_s: float | None = None, dbc: Path | None = None,
+                 fd: bool = False) -> None:
         self.bus = bus
         self.scenario = scenario
-        self.kwargs: dict[str, Any] = {"speed": speed, "seed": seed, "duration_s": duration_s, "dbc": dbc}
+        self.kwargs: dict[str, Any] = {"speed": speed, "seed": seed, "duration_s": duration_s, "dbc": dbc,
+                                       "fd": fd}
         self.done = threading.Event()
         self.stats: RunStats | None = None
         self.error: BaseException | None = None

@@ -383,6 +383,10 @@ class Agent:
         line = (f"frames={c['frames']} decoded={c['decoded']} unchanged={c['unchanged']} "
                 f"dropped[{dropped}] messages={c['messages']} sent={self.courier.sent if self.courier else 0} "
                 f"commands[{commands}]")
+        top = self.pipeline.decoder.drops.top(3)  # which ids, messages and signals the drops come from
+        if top:
+            line += " where[" + "; ".join(f"{reason}: " + ", ".join(f"{w} {n}" for w, n in sites)
+                                          for reason, sites in top.items()) + "]"
         if self.diag is not None:
             line += " diag[" + " ".join(f"{k}={v}" for k, v in self.diag.counters().items()) + "]"
         return line

@@ -15,6 +15,7 @@ from agent.core.errors import ConfigError
 from agent.core.model import PersonaMessage
 from agent.core.pipeline import Pipeline
 from agent.io.diag_runtime import DiagRuntime
+from agent.io.logs import LogReport
 from agent.io.sources import Frame, read_log
 from agent.profile.config import load_config
 from agent.profile.vehicle import load_vehicle
@@ -23,18 +24,23 @@ log = logging.getLogger(__name__)
 
 
 def replay(pipeline: Pipeline, path: Path, start_time: datetime | None = None,
-           diag: DiagRuntime | None = None) -> None:
+           diag: DiagRuntime | None = None) -> LogReport:
     """Feed every frame of a log through the pipeline, then let the last deadlines pass.
 
-    With diagnostics, the recorded responses are reassembled (ISO-TP) and decoded on the way.
+    Malformed lines are skipped and counted (``malformed_line``); the report says what else
+    the reader found (a relative clock, impossible timestamps). With diagnostics, the recorded
+    responses are reassembled (ISO-TP) and decoded on the way.
     """
-    frames = read_log(path, start_time)
+    report = LogReport(path)
+    frames = read_log(path, start_time, report)
     last = [0.0]
     if diag is not None:
         frames = _diagnostics(frames, diag, last)
     last_ts = pipeline.process_frames(frames)
+    pipeline.malformed_lines(report.malformed_lines)
     if last_ts is not None or last[0]:
         pipeline.tick(max(last_ts or 0.0, last[0]))
+    return report
 
 
 def _diagnostics(frames: Iterator[Frame], diag: DiagRuntime, last: list[float]) -> Iterator[Frame]:
@@ -57,6 +63,15 @@ def summary(pipeline: Pipeline, path: Path, diag: DiagRuntime | None = None) -> 
     return text
 
 
+def drop_stats(pipeline: Pipeline, top: int = 5) -> str:
+    """`--stats`: per drop reason, the ids, messages or signals with the most drops."""
+    lines = ["drops by reason, most first (where: count):"]
+    for reason, sites in pipeline.decoder.drops.top(top).items():
+        total = pipeline.decoder.drops.as_dict()[reason]
+        lines.append(f"  {reason} {total}: " + ", ".join(f"{where} {n}" for where, n in sites))
+    return "\n".join(lines) if len(lines) > 1 else "no drops"
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     config = load_config(args.config, dbc_override=args.dbc)
     vehicle = load_vehicle(config)
@@ -70,10 +85,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
         published.append(msg)
 
     side: list[tuple[str, str, dict[str, Any]]] = []
-    pipeline = Pipeline(vehicle, sink, side_sink=lambda leaf, i, doc: side.append((leaf, i, doc)))
+    pipeline = Pipeline(vehicle, sink, side_sink=lambda leaf, i, doc: side.append((leaf, i, doc)),
+                        trace_drops=args.stats)
     diag = DiagRuntime(vehicle.diagnostics, pipeline, None) if vehicle.diagnostics is not None else None
-    replay(pipeline, args.log, start, diag)
+    report = replay(pipeline, args.log, start, diag)
+    for warning in vehicle.warnings + report.warnings():
+        print(f"warning: {warning}", file=sys.stderr)
     print(summary(pipeline, args.log, diag), file=sys.stderr)
+    if args.stats:
+        print(drop_stats(pipeline), file=sys.stderr)
     if args.state:
         args.state.write_text(json.dumps(pipeline.state.snapshot(config.vehicle.id), indent=2) + "\n")
     if args.publish:

@@ -47,6 +47,9 @@ class CanConfig(_Model):
     interface: str = "socketcan"
     channel: str | None = "vcan0"
     bitrate: int | None = None
+    # CAN FD: receive (and send) FD frames of up to 64 bytes (SocketCAN's CAN_RAW_FD_FRAMES;
+    # python-can's `fd` for other interfaces, which take the data rate in options).
+    fd: bool = False
     dbc: list[Path] = Field(default_factory=list)
     strict_dbc: bool = False
     # Extra keyword arguments for python-can's Bus (e.g. tty_baudrate for slcan).

@@ -70,4 +70,4 @@ class Vehicle:
 
 def _copy_plan(plan: MessagePlan) -> MessagePlan:
     return MessagePlan(plan.frame_id, plan.message, plan.length, plan.mask, plan.signals,
-                       plan.compiled, plan.big_endian, plan.mux, plan.mux_pages)
+                       plan.compiled, plan.big_endian, plan.mux, plan.mux_pages, plan.per_signal)
