@@ -44,6 +44,7 @@ SUGGESTED_METRICS: dict[str, str] = {
     "fuelTankLevel": "Vehicle.Powertrain.FuelSystem.RelativeLevel",
     "ambientAirTemperature": "Vehicle.Exterior.AirTemperature",
     "engineCoolantTemperature": "Vehicle.Powertrain.CombustionEngine.ECT",
+    "electricRange": vss.RANGE,
 }
 
 # The unit each VSS path carries; values are converted to it.
@@ -51,7 +52,7 @@ VSS_UNITS: dict[str, str] = {
     vss.SOC: "percent", vss.AUX_VOLTAGE: "volts", vss.ODOMETER: "kilometers", vss.SPEED: "kilometersPerHour",
     STATE_OF_HEALTH: "percent", vss.PACK_VOLTAGE: "volts", vss.PACK_CURRENT: "amps", vss.PACK_TEMP: "celsius",
     vss.TIME_TO_COMPLETE: "seconds", vss.CHARGE_LIMIT: "percent", vss.CHARGE_POWER: "kilowatts",
-    vss.PACK_POWER: "kilowatts", vss.CABIN_TEMP: "celsius", "Vehicle.Exterior.AirTemperature": "celsius",
+    vss.PACK_POWER: "watts", vss.RANGE: "meters", vss.CABIN_TEMP: "celsius", "Vehicle.Exterior.AirTemperature": "celsius",
     "Vehicle.Powertrain.FuelSystem.RelativeLevel": "percent",
     "Vehicle.Powertrain.CombustionEngine.ECT": "celsius",
     **{p: "kilopascal" for m, p in SUGGESTED_METRICS.items() if m.endswith("TirePressure")},
@@ -67,6 +68,9 @@ CONVERSIONS: dict[tuple[str, str], tuple[float, float]] = {
     ("minutes", "seconds"): (60.0, 0.0),
     ("hours", "seconds"): (3600.0, 0.0),
     ("watts", "kilowatts"): (0.001, 0.0),
+    ("kilowatts", "watts"): (1000.0, 0.0),
+    ("kilometers", "meters"): (1000.0, 0.0),
+    ("miles", "meters"): (1609.344, 0.0),
     ("millivolts", "volts"): (0.001, 0.0),
 }
 BOOL_UNITS = frozenset({"offon", "yesno", "noyes"})
