@@ -14,7 +14,10 @@ from relay.commands import Downlink
 from relay.config import RelayConfig
 from relay.db import make_engine, make_sessionmaker, migrate
 from relay.hub import Hub
+from relay.metrics import RelayMetrics, Sources
 from relay.mqtt import MqttIngest
+from relay.notify.secrets import load_channel_key, load_vapid, public_key_b64
+from relay.notify.worker import Notifier
 from relay.web import AppContext, create_app
 
 log = logging.getLogger(__name__)
@@ -52,7 +55,19 @@ class Relay:
         self.ctx = AppContext(config, sessions, hub, downlink,
                               LoginLimiter(web.login_attempts_per_window, web.login_window_s),
                               self.ingest, live_poll_s=live_poll_s)
-        self.app = create_app(self.ctx, load_or_create_secret(web.secret_file))
+        secret = load_or_create_secret(web.secret_file)
+        self.notifier: Notifier | None = None
+        if config.notify.enabled:
+            vapid = load_vapid(config.notify)
+            self.notifier = Notifier(config.notify, sessions, vapid,
+                                     load_channel_key(config.notify), secret,
+                                     config.notify.public_url, config.mqtt.client_id)
+            self.ctx.notifier, self.ctx.vapid_key = self.notifier, public_key_b64(vapid)
+            hub.add_listener(self.notifier.wake)
+        self.metrics = RelayMetrics(Sources(self.ingest, hub, sessions, self.notifier.counters
+                                            if self.notifier else None), config.metrics)
+        self.ctx.metrics = self.metrics
+        self.app = create_app(self.ctx, secret)
         uv = uvicorn.Config(self.app, host=web.host, port=web.port, lifespan="off",
                             access_log=False, timeout_graceful_shutdown=3, log_config=None)
         self.server = _Server(uv, self)
@@ -61,6 +76,9 @@ class Relay:
     def run(self) -> None:
         """Serve until SIGINT/SIGTERM (uvicorn handles the signals), then stop cleanly."""
         self.ingest.start()
+        self.metrics.start_listener()
+        if self.notifier is not None:
+            self.notifier.start()
         log.info("relay serving http://%s:%d", self.config.web.host, self.config.web.port)
         try:
             self.server.run()
@@ -70,6 +88,9 @@ class Relay:
     def start(self) -> Relay:
         """Run in a background thread (tests); returns once the web server listens."""
         self.ingest.start()
+        self.metrics.start_listener()
+        if self.notifier is not None:
+            self.notifier.start()
         self._thread = threading.Thread(target=self.server.run, name="relay-web", daemon=True)
         self._thread.start()
         while not self.server.started:
@@ -88,6 +109,9 @@ class Relay:
 
     def _shutdown(self) -> None:
         self.ctx.stopping.set()
+        self.metrics.stop_listener()
         self.ingest.stop()
+        if self.notifier is not None:
+            self.notifier.stop()
         self.engine.dispose()
         log.info("relay stopped")

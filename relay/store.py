@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from relay.ingest import (
     Inbound,
+    InboundHealth,
     InboundMessage,
     InboundResult,
     InboundState,
@@ -52,6 +53,7 @@ class _Batch:
     state: dict[str, tuple[datetime, bool, dict[str, Any]]] = field(default_factory=dict)
     status: dict[str, str] = field(default_factory=dict)
     fleet: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    health: dict[str, tuple[datetime, dict[str, Any]]] = field(default_factory=dict)
     seen: set[str] = field(default_factory=set)
 
 
@@ -132,6 +134,13 @@ class Store:
         batch.fleet.setdefault(rec.vehicle_id, {})[kind] = rec.body
         batch.seen.add(rec.vehicle_id)
 
+    def _health(self, batch: _Batch, rec: Inbound, now: datetime) -> None:
+        doc: InboundHealth = rec.body
+        ts = naive_utc(doc.ts)
+        if rec.vehicle_id not in batch.health or batch.health[rec.vehicle_id][0] <= ts:
+            batch.health[rec.vehicle_id] = (ts, doc.model_dump(mode="json"))
+        batch.seen.add(rec.vehicle_id)
+
 
 def _write(session: Session, b: _Batch, now: datetime, max_signals: int) -> int:
     """Everything of the batch into the session; returns the signals left out (state full)."""
@@ -150,6 +159,11 @@ def _write(session: Session, b: _Batch, now: datetime, max_signals: int) -> int:
         vehicle = session.get(Vehicle, vid)
         if vehicle is not None:
             vehicle.fleet, vehicle.fleet_at = {**(vehicle.fleet or {}), **reports}, now
+    for vid, (_ts, doc) in b.health.items():  # the newest document wins (retained, QoS 0)
+        vehicle = session.get(Vehicle, vid)
+        old_ts = (vehicle.health or {}).get("ts") if vehicle is not None else None
+        if vehicle is not None and (not isinstance(old_ts, str) or old_ts <= doc["ts"]):
+            vehicle.health, vehicle.health_at = doc, now
     for row in b.results:
         _advance_command(session, row, now)
     if b.seen:
