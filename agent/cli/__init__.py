@@ -18,6 +18,7 @@ log = logging.getLogger("carfriend")
 SUBCOMMAND_MODULES = (
     "agent.cli.command",
     "agent.cli.outbox",
+    "agent.cli.scan",
     "simulators.cli",
     "relay.cli",
 )

@@ -85,6 +85,11 @@ class Pipeline:
         self._emit(events, now)
         self.deadline = min(self.engine.deadline, self.clock.deadline, self.gate.deadline)
 
+    def values_changed(self, changed: tuple[str, ...], ts: float) -> None:
+        """Values another decoder wrote into the state at ts (diagnostic responses)."""
+        if changed or ts >= self.deadline:
+            self._evaluate(changed, ts)
+
     def malformed_lines(self, n: int) -> None:
         """Lines of a log that were no frame (counted by the reader): bad frames, never decoded."""
         self.decoder.frames += n

@@ -12,6 +12,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from agent.core.diag_profile import DiagnosticsConfig
+
 Severity = Literal["info", "warning", "critical"]
 Visibility = Literal["private", "family", "public"]
 
@@ -57,6 +59,9 @@ class CanConfig(_Model):
     stale_after_s: Annotated[float, Field(gt=0)] | None = None
     # Reopen the bus after it disappears (adapter unplugged, link down).
     reconnect_s: Annotated[float, Field(gt=0)] = 2.0
+    # A purely passive agent: nothing is ever sent on the bus (no polls, no commands), enforced
+    # by the bus wrapper (agent/io/guarded_bus.py), whose send raises.
+    listen_only: bool = False
 
 
 class SignalMap(_Model):
@@ -286,6 +291,7 @@ class AgentConfig(_Model):
     dealer: DealerConfig = DealerConfig()
     homeassistant: HomeAssistantConfig = HomeAssistantConfig()
     health: HealthConfig = HealthConfig()
+    diagnostics: DiagnosticsConfig | None = None  # diagnostic polling (docs/diagnostics.md)
     # Where this config was read from; every relative path above was resolved against it.
     source: Path | None = Field(default=None, exclude=True)
 

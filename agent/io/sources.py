@@ -58,7 +58,15 @@ def open_bus(cfg: CanConfig, filters: list[dict[str, Any]] | None) -> can.BusABC
     except (can.CanError, OSError, ValueError, ImportError, NotImplementedError) as exc:
         raise SourceError(f"[can] {cfg.interface} {cfg.channel}: cannot open bus: {exc}") from None
     _no_software_filters(bus)
-    return bus
+    return _guarded(cfg, bus)
+
+
+def _guarded(cfg: CanConfig, bus: can.BusABC) -> can.BusABC:
+    if not cfg.listen_only:
+        return bus
+    from agent.io.guarded_bus import ListenOnlyBus
+
+    return ListenOnlyBus(bus)
 
 
 def _no_software_filters(bus: can.BusABC) -> None:
@@ -86,7 +94,7 @@ def _open_chunked_slcan(cfg: CanConfig, filters: list[dict[str, Any]] | None, kw
     except (can.CanError, OSError, ValueError, TypeError) as exc:
         raise SourceError(f"[can] slcan {cfg.channel}: cannot open bus: {exc}") from None
     _no_software_filters(bus)
-    return bus
+    return _guarded(cfg, bus)
 
 
 def link_is_up(channel: str, sys_class_net: Path = SYS_CLASS_NET) -> bool | None:

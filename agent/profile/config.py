@@ -49,6 +49,11 @@ def load_mapping_part(path: Path | str, *, dbc_override: list[Path] | None = Non
         raw.setdefault("can", {})["dbc"] = [str(Path(p).absolute()) for p in dbc_override]
     signals = raw.get("signals")
     good = {k: v for k, v in signals.items() if _valid_signal(k, v)} if isinstance(signals, dict) else {}
+    if "diagnostics" in raw:  # polled signals are checked with [diagnostics], which is invalid here
+        if not raw.get("can", {}).get("dbc"):
+            return None
+        good = {k: v for k, v in good.items() if not str(v.get("source", "") if isinstance(v, dict) else v)
+                .startswith("signalset.")}
     try:
         config = AgentConfig.model_validate({"vehicle": {"id": "check-config"}, "can": raw.get("can", {}),
                                              "signals": good})
@@ -158,5 +163,9 @@ def _resolve_paths(config: AgentConfig, path: Path) -> AgentConfig:
     messages = config.messages.model_copy(update={"catalog_dir": rel(config.messages.catalog_dir)})
     storage = config.storage.model_copy(update={"state_dir": rel(config.storage.state_dir)})
     commands = config.commands.model_copy(update={"key_file": rel(config.commands.key_file)})
+    diagnostics = config.diagnostics
+    if diagnostics is not None:
+        diagnostics = diagnostics.model_copy(update={"signalset": rel(diagnostics.signalset)})
     return config.model_copy(update={"can": can, "mqtt": mqtt, "messages": messages, "storage": storage,
-                                     "commands": commands, "source": path.absolute()})
+                                     "commands": commands, "diagnostics": diagnostics,
+                                     "source": path.absolute()})

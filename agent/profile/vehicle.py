@@ -18,6 +18,7 @@ from agent.core.settings import AgentConfig, SignalMap
 from agent.core.state import DEFAULT_STALE_AFTER_S
 from agent.core.vehicle import Vehicle
 from agent.profile.dbc import PLACEHOLDER_MESSAGE, check_c_bitstruct, load_dbc
+from agent.profile.diagnostics import diag_mappings, load_diagnostics
 
 # Signals whose bits change every frame without carrying information: masked out of the
 # "payload unchanged" test so that a rolling counter does not force a decode per frame.
@@ -34,8 +35,11 @@ def load_vehicle(config: AgentConfig) -> Vehicle:
         check_c_bitstruct()
     except DbcError as exc:
         problems.append(str(exc))
-    if not config.can.dbc:
-        problems.append(f"{where}: [can] dbc: no DBC file given (set [can] dbc or pass --dbc FILE)")
+    diagnostics, diag_problems = load_diagnostics(config)
+    problems.extend(diag_problems)
+    if not config.can.dbc and diagnostics is None and not diag_problems:
+        problems.append(f"{where}: [can] dbc: no DBC file given (set [can] dbc or pass --dbc FILE, "
+                        "or poll the car with [diagnostics])")
     for path in config.can.dbc:
         try:
             databases.append(load_dbc(Path(path), strict=config.can.strict_dbc))
@@ -43,16 +47,25 @@ def load_vehicle(config: AgentConfig) -> Vehicle:
             problems.append(str(exc))
     plans: dict[int, MessagePlan] = {}
     stale_after: dict[str, float] = {}
+    polled = diag_mappings(config)
     warnings: list[str] = []
     if databases:
         builder = _PlanBuilder(config, databases, where)
         for vss_path, mapping in config.mappings().items():
-            builder.add(vss_path, mapping)
+            if vss_path not in polled:
+                builder.add(vss_path, mapping)
         problems.extend(builder.problems)
         plans, stale_after, warnings = builder.plans, builder.stale_after, builder.warnings
+    if diagnostics is not None:
+        for both in sorted(set(stale_after) & diagnostics.skip_paths):
+            problems.append(f'{where}: "{both}" is mapped to a DBC signal and polled by [diagnostics]: '
+                            "choose one")
+        for polled_path, stale in diagnostics.stale_after.items():
+            stale_after.setdefault(polled_path, stale)
+        warnings += diagnostics.notes
     if problems:
         raise ConfigError(problems)
-    return Vehicle(config, databases, plans, stale_after, warnings)
+    return Vehicle(config, databases, plans, stale_after, warnings, diagnostics=diagnostics)
 
 
 class _PlanBuilder:
