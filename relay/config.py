@@ -63,14 +63,20 @@ class DatabaseConfig(_Model):
 class WebConfig(_Model):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
-    # File holding the cookie-signing secret; created (0600) on first start when missing.
-    secret_file: Path = Path("relay-secret.key")
+    # File holding the cookie-signing secret; created (0600) on first start when missing. Unset
+    # (the default): the secret is kept in the database, so every relay instance shares it.
+    # The systemd credential `session-secret` wins over both.
+    secret_file: Path | None = None
     # Mark cookies Secure (sent over HTTPS only). Unset: on, unless `host` is a loopback address
     # (a developer's machine, or a TLS proxy on the same host that talks to the relay over http).
     secure_cookies: bool | None = None
     session_max_age_s: Annotated[int, Field(ge=60)] = 14 * 24 * 3600
     login_attempts_per_window: Annotated[int, Field(ge=1)] = 5
     login_window_s: Annotated[int, Field(ge=1)] = 300
+    # Live pages re-read the database at least this often. Updates arrive at once anyway: from
+    # this instance's ingest, and on PostgreSQL from every instance (LISTEN/NOTIFY); the poll
+    # covers a lost notification.
+    live_poll_s: Annotated[float, Field(ge=0.2, le=300)] = 5.0
 
 
 class IngestConfig(_Model):
@@ -145,7 +151,8 @@ def resolve_paths(config: RelayConfig, base: Path) -> RelayConfig:
                                     ("key_file", mqtt.key_file)) if v is not None}
     return config.model_copy(update={
         "database": config.database.model_copy(update={"url": url}),
-        "web": config.web.model_copy(update={"secret_file": rel(config.web.secret_file)}),
+        "web": config.web.model_copy(update={
+            "secret_file": rel(config.web.secret_file) if config.web.secret_file else None}),
         "keys": config.keys.model_copy(update={"dir": rel(config.keys.dir)}),
         "mqtt": mqtt.model_copy(update=files),
     })

@@ -87,8 +87,8 @@ def _vehicle_updates(s: Any, vehicle: Vehicle, acc: Access, cursor: Cursor,
     item = templates.get_template("_message.html")
     for m in queries.timeline_messages(s, vehicle.id, acc, cursor.message_seq, 200):
         html = item.render(item=m, access=acc, vehicle=vehicle, answered=set(), csrf="")
-        out.append(sse("item", html, str(m.seq)))
-        cursor.message_seq = m.seq
+        out.append(sse("item", html, str(m.vseq)))
+        cursor.message_seq = m.vseq
     if acc.can_see_commands:
         cmd_tpl = templates.get_template("_command.html")
         for c in queries.recent_commands(s, vehicle.id, utcnow() - timedelta(days=1)):

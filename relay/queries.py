@@ -46,20 +46,21 @@ def my_vehicles(session: Session, user_id: int) -> list[tuple[Vehicle, frozenset
 
 def timeline_messages(session: Session, vehicle_id: str, acc: Access, after_seq: int = 0,
                       limit: int = 100) -> list[Message]:
-    """The newest messages the user may read, oldest first (after_seq: only newer ones)."""
-    query = select(Message).where(Message.vehicle_id == vehicle_id, Message.seq > after_seq)
+    """The newest messages the user may read, oldest first (after_seq: only newer ones, by the
+    vehicle's commit-ordered vseq)."""
+    query = select(Message).where(Message.vehicle_id == vehicle_id, Message.vseq > after_seq)
     if acc.alerts_only:
         query = query.where(Message.severity.in_(ALERT_SEVERITIES))
     else:
         query = query.where(Message.visibility.in_(acc.visibilities))
-    rows = list(session.scalars(query.order_by(Message.seq.desc()).limit(limit)))
-    return sorted(rows, key=lambda m: m.seq)
+    rows = list(session.scalars(query.order_by(Message.vseq.desc()).limit(limit)))
+    return sorted(rows, key=lambda m: m.vseq)
 
 
 def public_messages(session: Session, vehicle_id: str, limit: int = 50) -> list[Message]:
     rows = list(session.scalars(select(Message).where(
         Message.vehicle_id == vehicle_id, Message.visibility == "public")
-        .order_by(Message.seq.desc()).limit(limit)))
+        .order_by(Message.vseq.desc()).limit(limit)))
     return rows[::-1]
 
 
@@ -71,7 +72,7 @@ def recent_commands(session: Session, vehicle_id: str, since: datetime) -> list[
 def latest_eta(session: Session, vehicle_id: str) -> str | None:
     msg = session.scalars(select(Message).where(
         Message.vehicle_id == vehicle_id, Message.kind == "charge.started")
-        .order_by(Message.seq.desc()).limit(1)).first()
+        .order_by(Message.vseq.desc()).limit(1)).first()
     eta = msg.data.get("eta") if msg is not None and isinstance(msg.data, dict) else None
     return eta if isinstance(eta, str) else None
 

@@ -48,7 +48,7 @@ async def login(request: Request) -> Response:
     nxt = _safe_next(form.get("next"))
     ctx = _ctx(request)
     address = request.client.host if request.client else "-"
-    refused, delay_s = ctx.limiter.check(username, address)
+    refused, delay_s = await run_in_threadpool(ctx.limiter.check, username, address, utcnow())
     if refused:
         log.warning("login rate limit hit for %r from %s", username[:64], address)
         return render(request, "login.html", {"next": nxt, "error":
@@ -57,12 +57,12 @@ async def login(request: Request) -> Response:
         await asyncio.sleep(delay_s)
     user = await run_in_threadpool(_check_password, ctx, username, password)
     if user is None:
-        ctx.limiter.failed(username, address)
+        await run_in_threadpool(ctx.limiter.failed, username, address, utcnow())
         return render(request, "login.html", {"next": nxt,
                       "error": "Wrong username or password."}, status=401)
-    ctx.limiter.succeeded(username, address)
 
     def begin() -> None:
+        ctx.limiter.succeeded(username, address)
         with ctx.sessions() as s:
             start_session(s, request, user, ctx.config.web.session_max_age_s)
 
@@ -115,7 +115,7 @@ def timeline_view(s: Any, vehicle: Vehicle, acc: Access, after_seq: int = 0) -> 
     items.sort(key=lambda t: t[0])
     return {"vehicle": vehicle, "access": acc, "items": items,
             "answered": {c.message_id for c in cmds if c.message_id},
-            "cursor": max((m.seq for m in msgs), default=after_seq),
+            "cursor": max((m.vseq for m in msgs), default=after_seq),
             "eta": queries.latest_eta(s, vehicle.id) if acc.can_see_state else None}
 
 
@@ -154,13 +154,17 @@ async def _send(request: Request, build: Any) -> Response:
             if not acc.can_command:
                 raise HTTPException(404 if not acc.any else 403, "You cannot command this car.")
             name, args, message_id = build(s, vid)
-            return commands.send(s, ctx.downlink, vid, name, args, user.id, message_id)
+            cmd = commands.send(s, ctx.downlink, vid, name, args, user.id, message_id)
+            try:
+                ctx.changed(s, [vid])
+            except Exception:  # the live pages catch up on their next poll
+                log.exception("waking the live pages of %s failed", vid)
+            return cmd
 
     try:
         cmd = await run_in_threadpool(work)
     except commands.CommandRefused as exc:
         return _answer(request, vid, error=str(exc), status=400)
-    ctx.hub.notify([vid])
     html = request.app.state.templates.get_template("_command.html").render(item=cmd)
     return _answer(request, vid, result={"id": cmd.id, "status": cmd.status, "html": html})
 
@@ -233,6 +237,8 @@ async def _form(request: Request) -> FormData:
         raise HTTPException(400, "Malformed form.") from None
     if not csrf_ok(request.session.get("csrf"), form.get("csrf")):
         raise HTTPException(403, "The form expired. Please reload the page and try again.")
+    if any(isinstance(v, str) and "\x00" in v for v in form.values()):
+        raise HTTPException(400, "Malformed form.")  # no database can hold a NUL in text
     return form
 
 

@@ -11,6 +11,9 @@ python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v openssl >/dev/null || need+=(openssl)
 command -v chromium >/dev/null || need+=(chromium)   # the relay's browser test
+# The relay's suite starts its own throw-away PostgreSQL cluster (initdb + pg_ctl, no service).
+command -v initdb >/dev/null || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null \
+  || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "scripts/test.sh: please install: ${need[*]} (apt-get install -y ${need[*]})" >&2; exit 1

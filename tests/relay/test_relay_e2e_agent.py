@@ -22,7 +22,8 @@ from relay.server import Relay
 ROOT = Path(__file__).resolve().parents[2]
 AGENT_CONFIG = ROOT / "config" / "vehicles" / "carfriend-ev.toml"
 VEHICLE = "carfriend-ev-0001"
-pytestmark = pytest.mark.slow
+# The relay on one database: these tests are about the browser, the agent or the broker.
+pytestmark = [pytest.mark.slow, pytest.mark.backends("sqlite")]
 
 
 def test_owner_answers_later_and_the_real_agent_schedules_the_charge(relay: Relay,

@@ -40,9 +40,9 @@ def start_relay(config_path: Path, log: Path) -> subprocess.Popen[bytes]:
                                  str(config_path)], stdout=out, stderr=out, env=env, cwd=ROOT)
 
 
-def test_relay_killed_during_a_burst_loses_and_duplicates_nothing(tmp_path: Path,
-                                                                  broker: Mosquitto) -> None:
-    config = relay_config(tmp_path, broker, ingest={"batch_max": 50})
+def test_relay_killed_during_a_burst_loses_and_duplicates_nothing(
+        tmp_path: Path, broker: Mosquitto, db_url: str | None) -> None:
+    config = relay_config(tmp_path, broker, db_url, ingest={"batch_max": 50})
     engine = make_engine(config.database.url)
     migrate(engine)
     sessions = make_sessionmaker(engine)
