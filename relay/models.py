@@ -197,9 +197,12 @@ class Appointment(Base):
 class FleetReport(Base):
     __tablename__ = "fleet_reports"
     __table_args__ = (Index("ix_fleet_reports_vehicle_seq", "vehicle_id", "seq"),
-                      Index("ix_fleet_reports_received_at", "received_at"))
+                      Index("ix_fleet_reports_received_at", "received_at"),
+                      UniqueConstraint("vehicle_id", "dedup_key"))
     seq: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
     vehicle_id: Mapped[str] = mapped_column(ForeignKey("vehicles.id", ondelete="CASCADE"))
+    # The report's id, else a digest of its content: stored once however many instances get it.
+    dedup_key: Mapped[str] = mapped_column(String(64))
     received_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     report: Mapped[dict[str, Any]] = mapped_column(JSON)
 

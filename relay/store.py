@@ -119,7 +119,7 @@ class Store:
 
     def _fleet(self, batch: _Batch, rec: Inbound, now: datetime) -> None:
         batch.fleet_reports.append(dict(vehicle_id=rec.vehicle_id, received_at=now,
-                                        report=rec.body))
+                                        dedup_key=appointment_key(rec.body), report=rec.body))
         # The latest report of each kind (outbox.status, outbox.dropped, ...).
         kind = str(rec.body.get("kind") or "report")[:64]
         batch.fleet.setdefault(rec.vehicle_id, {})[kind] = rec.body
@@ -149,8 +149,8 @@ def _write(session: Session, b: _Batch, vehicles: dict[str, Vehicle], now: datet
     _insert_ignore(session, Message, b.messages, "vehicle_id", "msg_id")
     _insert_ignore(session, Appointment, b.appointments, "vehicle_id", "dedup_key")
     _insert_ignore(session, CommandResult, b.results, "vehicle_id", "command_id", "status")
-    if b.fleet_reports:
-        session.execute(insert(FleetReport), b.fleet_reports)
+    # Each relay instance with its own subscription stores every report: once, by content.
+    _insert_ignore(session, FleetReport, b.fleet_reports, "vehicle_id", "dedup_key")
     history: list[dict[str, Any]] = []
     for vid, docs in b.state.items():
         if vid in vehicles:

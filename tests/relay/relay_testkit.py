@@ -4,7 +4,9 @@ that speaks the agent's wire format, and logged-in HTTP clients."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -342,3 +344,11 @@ def add_message(relay: Relay, **fields: Any) -> None:
     with relay.ctx.sessions() as s, s.begin():
         add_messages(s, [fields])
     relay.ctx.hub.notify([fields["vehicle_id"]])
+
+
+def start_relay_process(config_path: Path, log: Path) -> subprocess.Popen[bytes]:
+    """`carfriend relay --config F` as a process of its own (for SIGKILL), output to log."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "agent.cli", "relay", "--config",
+                                 str(config_path)], stdout=out, stderr=out, env=env, cwd=ROOT)

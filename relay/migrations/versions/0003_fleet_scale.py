@@ -51,6 +51,13 @@ def upgrade() -> None:
         batch.alter_column('vseq', existing_type=sa.BigInteger(), nullable=False)
         batch.drop_index('ix_messages_vehicle_seq')
         batch.create_unique_constraint('uq_messages_vehicle_id_vseq', ['vehicle_id', 'vseq'])
+    with op.batch_alter_table('fleet_reports') as batch:
+        batch.add_column(sa.Column('dedup_key', sa.String(length=64), nullable=True))
+    op.execute("UPDATE fleet_reports SET dedup_key = 'seq-' || CAST(seq AS VARCHAR(20))")
+    with op.batch_alter_table('fleet_reports') as batch:
+        batch.alter_column('dedup_key', existing_type=sa.String(length=64), nullable=False)
+        batch.create_unique_constraint('uq_fleet_reports_vehicle_id_dedup_key',
+                                       ['vehicle_id', 'dedup_key'])
     for table, name, columns in INDEXES:
         op.create_index(name, table, columns)
     op.create_table('login_failures',
@@ -76,6 +83,9 @@ def downgrade() -> None:
     op.drop_table('login_failures')
     for table, name, _columns in reversed(INDEXES):
         op.drop_index(name, table)
+    with op.batch_alter_table('fleet_reports') as batch:
+        batch.drop_constraint('uq_fleet_reports_vehicle_id_dedup_key', type_='unique')
+        batch.drop_column('dedup_key')
     with op.batch_alter_table('messages') as batch:
         batch.drop_constraint('uq_messages_vehicle_id_vseq', type_='unique')
         batch.create_index('ix_messages_vehicle_seq', ['vehicle_id', 'seq'])
