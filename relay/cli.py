@@ -53,6 +53,10 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
     a = actions.add_parser("list", help="list vehicles, users and roles")
     a.set_defaults(func=cmd_list)
 
+    a = actions.add_parser("prune", help="apply [retention] now: delete old rows, thin the "
+                                         "state history (the relay also does it on a schedule)")
+    a.set_defaults(func=cmd_prune)
+
     from relay.fleet_sim import add_fleet_sim
     add_fleet_sim(sub)
 
@@ -129,6 +133,16 @@ def cmd_list(args: argparse.Namespace) -> int:
     from relay.admin import listing, open_db
     with open_db(_config(args)) as s:
         print("\n".join(listing(s)))
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from relay.admin import open_sessions
+    from relay.models import utcnow
+    from relay.retention import Pruner
+    config = _config(args)
+    counts = Pruner(open_sessions(config), config.retention).prune(utcnow())
+    print(", ".join(f"{k}: {v} deleted" for k, v in counts.items()) or "nothing to delete")
     return 0
 
 

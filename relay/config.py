@@ -104,6 +104,30 @@ class CommandsConfig(_Model):
     climate_max_c: float = 28.0
 
 
+class RetentionConfig(_Model):
+    """How long each table keeps rows (days of event or arrival time); 0 keeps them forever."""
+
+    # The state history at full resolution, then thinned to one row per state_downsample_s
+    # per vehicle, kept state_days in all.
+    state_raw_days: Annotated[float, Field(ge=0)] = 7
+    state_downsample_s: Annotated[int, Field(ge=60, le=86400)] = 900
+    state_days: Annotated[float, Field(ge=0)] = 365
+    messages_days: Annotated[float, Field(ge=0)] = 730
+    commands_days: Annotated[float, Field(ge=0)] = 90  # commands and their results
+    appointments_days: Annotated[float, Field(ge=0)] = 730
+    fleet_reports_days: Annotated[float, Field(ge=0)] = 30
+    # The relay prunes every interval_s (0: only `carfriend relay prune`), in transactions of
+    # at most batch_rows rows, so the ingest never waits long for one.
+    interval_s: Annotated[float, Field(ge=0)] = 3600
+    batch_rows: Annotated[int, Field(ge=100, le=100_000)] = 2000
+
+    @model_validator(mode="after")
+    def _raw_within_total(self) -> RetentionConfig:
+        if self.state_days and self.state_raw_days > self.state_days:
+            raise ValueError("state_raw_days is longer than state_days")
+        return self
+
+
 class RelayConfig(_Model):
     mqtt: MqttConfig = MqttConfig()
     database: DatabaseConfig = DatabaseConfig()
@@ -111,6 +135,7 @@ class RelayConfig(_Model):
     ingest: IngestConfig = IngestConfig()
     keys: KeysConfig = KeysConfig()
     commands: CommandsConfig = CommandsConfig()
+    retention: RetentionConfig = RetentionConfig()
 
 
 def load_config(path: Path | str | None, environ: Mapping[str, str] | None = None) -> RelayConfig:

@@ -19,7 +19,7 @@ from relay import queries
 from relay.hub import ALL
 from relay.models import Vehicle, utcnow
 from relay.permissions import Access
-from relay.views import _vehicle_for
+from relay.views import _vehicle_for, page_number
 from relay.web import AppContext, require_user, session_user
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -111,12 +111,13 @@ async def fleet_events(request: Request) -> Response:
     token = request.session.get("sid")
     templates = request.app.state.templates
     last: list[str] = [""]
+    page = page_number(request)
 
     def updates() -> list[str]:
         with ctx.sessions() as s:
             _still_allowed(s, token, user.id)
-            view = queries.fleet(s, user.id, utcnow())
-        if not view.rows:  # no longer an operator of any car
+            view = queries.fleet(s, user.id, utcnow(), page)
+        if not view.total:  # no longer an operator of any car
             raise StreamEnded()
         html = templates.get_template("_fleet_table.html").render(fleet=view)
         if html == last[0]:

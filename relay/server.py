@@ -15,7 +15,9 @@ from relay.config import RelayConfig
 from relay.db import make_engine, make_sessionmaker, migrate
 from relay.hub import Hub
 from relay.livebus import LiveBus
+from relay.models import utcnow
 from relay.mqtt import MqttIngest
+from relay.retention import Pruner, PruneSchedule
 from relay.web import AppContext, create_app
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,8 @@ class Relay:
                               self.ingest, live=self.live,
                               live_poll_s=live_poll_s or web.live_poll_s)
         self.app = create_app(self.ctx, session_secret(web.secret_file, sessions))
+        self.pruning = PruneSchedule(Pruner(sessions, config.retention),
+                                     config.retention.interval_s, utcnow)
         uv = uvicorn.Config(self.app, host=web.host, port=web.port, lifespan="off",
                             access_log=False, timeout_graceful_shutdown=3, log_config=None)
         self.server = _Server(uv, self)
@@ -66,6 +70,7 @@ class Relay:
         """Serve until SIGINT/SIGTERM (uvicorn handles the signals), then stop cleanly."""
         self.live.start()
         self.ingest.start()
+        self.pruning.start()
         log.info("relay serving http://%s:%d", self.config.web.host, self.config.web.port)
         try:
             self.server.run()
@@ -76,6 +81,7 @@ class Relay:
         """Run in a background thread (tests); returns once the web server listens."""
         self.live.start()
         self.ingest.start()
+        self.pruning.start()
         self._thread = threading.Thread(target=self.server.run, name="relay-web", daemon=True)
         self._thread.start()
         while not self.server.started:
@@ -94,6 +100,7 @@ class Relay:
 
     def _shutdown(self) -> None:
         self.ctx.stopping.set()
+        self.pruning.stop()
         self.ingest.stop()
         self.live.stop()
         self.engine.dispose()

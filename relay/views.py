@@ -183,14 +183,21 @@ def fleet_page(request: Request) -> Response:
     user = require_user(request)
     ctx = _ctx(request)
     with ctx.sessions() as s:
-        view = queries.fleet(s, user.id, utcnow())
+        view = queries.fleet(s, user.id, utcnow(), page_number(request))
         fleet_wide = queries.is_fleet_wide_operator(s, user.id)
-    if not view.rows:
+    if not view.total:
         raise HTTPException(403, "The fleet page is for fleet operators.")
     ingest = ctx.ingest
-    # The relay's counters cover every car: only for operators of the whole fleet.
+    # The relay's counters cover every car: only for operators of the whole fleet. They are
+    # this instance's own (each instance counts what it processed), and say so.
     counters = {"stored": ingest.stored, **dict(ingest.dropped)} if ingest and fleet_wide else {}
-    return render(request, "fleet.html", {"user": user, "fleet": view, "counters": counters})
+    return render(request, "fleet.html", {"user": user, "fleet": view, "counters": counters,
+                                          "instance": ctx.config.mqtt.client_id})
+
+
+def page_number(request: Request) -> int:
+    text = request.query_params.get("page", "1")
+    return int(text) if text.isdigit() and len(text) < 7 else 1
 
 
 def dealer_page(request: Request) -> Response:
