@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
-from relay import commands, queries
+from relay import commands, privacy, queries
 from relay.auth import csrf_ok, verify_password
 from relay.models import Command, Message, User, Vehicle, utcnow
 from relay.permissions import Access
@@ -198,6 +198,57 @@ def fleet_page(request: Request) -> Response:
 def page_number(request: Request) -> int:
     text = request.query_params.get("page", "1")
     return int(text) if text.isdigit() and len(text) < 7 else 1
+
+
+def _owner_vehicle(s: Any, user: User, vid: str) -> Vehicle:
+    """The vehicle when the user is its owner; 404 without any role, 403 for other roles."""
+    vehicle, acc = _vehicle_for(s, user, vid)
+    if "owner" not in acc.roles:
+        raise HTTPException(403, "Only the car's owner can do that.")
+    return vehicle
+
+
+def export(request: Request) -> Response:
+    """Everything the relay keeps about the car, for its owner: ?format=json (default) or csv
+    (a ZIP of one CSV per table)."""
+    user = require_user(request)
+    vid = request.path_params["vid"]
+    fmt = request.query_params.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise HTTPException(400, "format must be json or csv.")
+    with _ctx(request).sessions() as s:
+        vehicle = _owner_vehicle(s, user, vid)
+        data = privacy.export_vehicle(s, vehicle.id)
+    log.info("%s exported the data of %s as %s", user.username, vehicle.id, fmt)
+    stamp = utcnow().strftime("%Y%m%d-%H%M%S")
+    if fmt == "csv":
+        body, media, ext = privacy.to_csv_zip(data), "application/zip", "zip"
+    else:
+        body, media, ext = privacy.to_json(data), "application/json", "json"
+    return Response(body, media_type=media, headers={
+        "Content-Disposition": f'attachment; filename="carfriend-{vehicle.id}-{stamp}.{ext}"',
+        "Cache-Control": "no-store"})
+
+
+async def purge(request: Request) -> Response:
+    """Delete the car's history, for its owner, who confirms by typing the car's id."""
+    form = await _form(request)
+    ctx, vid = _ctx(request), request.path_params["vid"]
+    user = await run_in_threadpool(require_user, request)
+
+    def work() -> None:
+        with ctx.sessions() as s:
+            vehicle_id = _owner_vehicle(s, user, vid).id
+        if str(form.get("confirm", "")).strip() != vehicle_id:
+            raise HTTPException(400, f"To delete the history, type {vehicle_id} to confirm.")
+        with ctx.sessions() as s:  # a transaction that starts by locking the vehicle
+            privacy.purge_vehicle(s, vehicle_id, by=user.username)
+            s.commit()
+            ctx.changed(s, [vehicle_id])
+
+    await run_in_threadpool(work)
+    request.session["flash"] = "The car's history was deleted."
+    return RedirectResponse(f"/v/{vid}", status_code=303)
 
 
 def dealer_page(request: Request) -> Response:

@@ -253,6 +253,8 @@ def create_app(ctx: AppContext, secret: str) -> Starlette:
         Route("/v/{vid}/events", live.vehicle_events),
         Route("/v/{vid}/reply", views.reply, methods=["POST"]),
         Route("/v/{vid}/command", views.command, methods=["POST"]),
+        Route("/v/{vid}/export", views.export),
+        Route("/v/{vid}/purge", views.purge, methods=["POST"]),
         Route("/fleet", views.fleet_page),
         Route("/fleet/events", live.fleet_events),
         Route("/dealer", views.dealer_page),
