@@ -15,6 +15,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import can  # noqa: E402
 import cantools  # noqa: E402
 
 from agent.profile.dbc import has_c_bitstruct  # noqa: E402
-from benchmarks import core, live, procs  # noqa: E402
+from benchmarks import canfd, core, live, procs  # noqa: E402
 from benchmarks.traffic import REFERENCE_CONFIG, TESLA_CONFIG, TESLA_DBC, generate  # noqa: E402
 
 FULL_LOAD_FPS = 9009  # 1 Mbit/s, 8-byte standard frames, no stuff bits
@@ -39,10 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args(argv)
     n_frames, repeat, paced_s = (20_000, 1, 2.0) if args.quick else (200_000, 5, 20.0)
-    fig: dict[str, Any] = {}
+    fig: dict[str, Any] = {"failed": {}}
     with tempfile.TemporaryDirectory(prefix="carfriend-bench-") as tmp:
         workdir = Path(tmp)
         _throughput(fig, workdir, n_frames, repeat)
+        _canfd(fig, workdir, n_frames // 4, repeat)
         _paced(fig, workdir, paced_s)
         _processes(fig, 1 if args.quick else 3)
     fig["quick"] = args.quick
@@ -53,7 +55,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(fig, indent=2, sort_keys=True) + "\n")
         print(f"\nwritten: {args.json}")
+    if fig["failed"]:
+        print(f"\nFAILED: {len(fig['failed'])} figure(s) could not be measured:", file=sys.stderr)
+        for key, why in fig["failed"].items():
+            print(f"  {key}: {why}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _measure(fig: dict[str, Any], key: str, run: Callable[[], float]) -> None:
+    """One figure, or NaN and a loud failure (exit 1 at the end): never a made-up number."""
+    try:
+        value = run()
+    except live.MeasurementError as exc:
+        fig[key] = float("nan")
+        fig["failed"][key] = str(exc)
+        print(f"FAILED {key}: {exc}", file=sys.stderr)
+        return
+    if not value > 0:
+        fig[key] = float("nan")
+        fig["failed"][key] = f"measured {value!r}, which cannot be a rate"
+        print(f"FAILED {key}: measured {value!r}", file=sys.stderr)
+        return
+    fig[key] = value
 
 
 def _throughput(fig: dict[str, Any], workdir: Path, n_frames: int, repeat: int) -> None:
@@ -80,10 +104,11 @@ def _throughput(fig: dict[str, Any], workdir: Path, n_frames: int, repeat: int) 
     core.write_gvret(traffic.frames, gvret)
     fig["replay_candump_fps"] = core.replay_fps(candump, len(traffic.frames), config, repeat)
     fig["replay_gvret_fps"] = core.replay_fps(gvret, len(traffic.frames), config, repeat)
-    fig["virtual_bus_fps"] = live.virtual_fps(traffic, config, repeat)
+    _measure(fig, "virtual_bus_fps", lambda: live.virtual_fps(traffic, config, repeat))
     n_slcan = min(len(traffic.frames), 50_000)
-    fig["slcan_python_can_fps"] = live.slcan_fps(traffic, config, live.python_can_slcan, min(repeat, 2), n_slcan)
-    fig["slcan_chunked_fps"] = live.slcan_fps(traffic, config, live.chunked_slcan, repeat, n_slcan)
+    _measure(fig, "slcan_python_can_fps",
+             lambda: live.slcan_fps(traffic, config, live.python_can_slcan, min(repeat, 2), n_slcan))
+    _measure(fig, "slcan_chunked_fps", lambda: live.slcan_fps(traffic, config, live.chunked_slcan, repeat, n_slcan))
     print("\n== replay and live input (read + decode -> state -> rules)")
     print(f"replay, candump .log          {fig['replay_candump_fps']:>12,.0f} frames/s")
     print(f"replay, GVRET .csv            {fig['replay_gvret_fps']:>12,.0f} frames/s")
@@ -91,6 +116,27 @@ def _throughput(fig: dict[str, Any], workdir: Path, n_frames: int, repeat: int) 
     print(f"live, slcan (python-can)      {fig['slcan_python_can_fps']:>12,.0f} frames/s  (pty, one byte per read)")
     print(f"live, slcan (agent.slcan)     {fig['slcan_chunked_fps']:>12,.0f} frames/s  (pty, chunked reads)")
     fig["_traffic"] = traffic
+
+
+def _canfd(fig: dict[str, Any], workdir: Path, n_frames: int, repeat: int) -> None:
+    frames = canfd.traffic(n_frames)
+    saturated = canfd.saturated_fps()
+    fig["canfd_saturated_fps"] = saturated
+    _measure(fig, "canfd_pipeline_fps", lambda: canfd.pipeline_fps(frames, repeat))
+    _measure(fig, "canfd_replay_fps", lambda: canfd.replay_fps(frames, workdir / "fd.log", repeat))
+    _measure(fig, "canfd_virtual_bus_fps", lambda: canfd.virtual_bus_fps(frames, repeat))
+    fig["canfd_cpu_pct_at_saturation"] = 100 * saturated / fig["canfd_virtual_bus_fps"]
+    fig["canfd_pi4_pct_estimate"] = fig["canfd_cpu_pct_at_saturation"] * PI4_FACTOR
+    nominal, data = canfd.frame_bits()
+    print(f"\n== CAN FD, 64-byte frames, {canfd.ARBITRATION_BPS // 1000} kbit/s arbitration, "
+          f"{canfd.DATA_BPS // 1_000_000} Mbit/s data (bit rate switch); nearly every frame decoded, best of {repeat}")
+    print(f"saturated bus                 {saturated:>12,.0f} frames/s  ({nominal} + {data} bits a frame, "
+          f"no stuff bits: the most it can carry)")
+    print(f"agent pipeline                {fig['canfd_pipeline_fps']:>12,.0f} frames/s")
+    print(f"replay, candump ## .log       {fig['canfd_replay_fps']:>12,.0f} frames/s")
+    print(f"live, virtual bus (fd)        {fig['canfd_virtual_bus_fps']:>12,.0f} frames/s  (batched receive + pipeline)")
+    print(f"CPU at saturation             {fig['canfd_cpu_pct_at_saturation']:>12.1f} % of one core "
+          f"(Pi 4 ~{fig['canfd_pi4_pct_estimate']:.0f} %)")
 
 
 def _paced(fig: dict[str, Any], workdir: Path, seconds: float) -> None:

@@ -128,6 +128,58 @@ class RetentionConfig(_Model):
         return self
 
 
+class MetricsConfig(_Model):
+    # /metrics on the web port answers only this bearer token (or the systemd credential
+    # `metrics-token`); without one it is not served there.
+    token: SecretStr | None = None
+    # An admin listener serving the metrics without a token (0: none). Bind it to an address
+    # only the monitoring can reach.
+    listen_host: str = "127.0.0.1"
+    listen_port: Annotated[int, Field(ge=0, le=65535)] = 0
+
+    @model_validator(mode="after")
+    def _long_token(self) -> MetricsConfig:
+        if self.token is not None and len(self.token.get_secret_value()) < 16:
+            raise ValueError("token: at least 16 characters")
+        return self
+
+
+# Apprise services a user may add by default: hosted services, and self-hosted ones whose address
+# is checked (relay/notify/secrets.py). Others (local desktop notifications, custom plugins) not.
+APPRISE_SCHEMES = ("ntfy", "ntfys", "tgram", "matrix", "matrixs", "mailto", "mailtos", "pover",
+                   "signal", "signals", "hassio", "hassios", "discord", "slack", "gotify",
+                   "gotifys", "json", "jsons", "mmost", "mmosts", "rocket", "rockets", "msteams",
+                   "pbul", "join", "lametric", "ifttt")
+
+
+class NotifyConfig(_Model):
+    enabled: bool = True
+    # Web Push (RFC 8292): the relay's VAPID key, created (0600) on first start, or the systemd
+    # credential `vapid-key`; the contact push services may use to reach the relay's operator.
+    vapid_key_file: Path = Path("vapid-private.pem")
+    vapid_subject: Annotated[str, Field(pattern=r"^(mailto:|https://)\S{3,200}$")] = \
+        "mailto:carfriend-relay@localhost"
+    # Apprise channel URLs are stored encrypted with this key (created 0600 on first start, or
+    # the systemd credential `notify-channel-key`).
+    channel_key_file: Path = Path("notify-channels.key")
+    apprise_schemes: tuple[Annotated[str, Field(pattern=r"^[a-z0-9]{2,16}$")], ...] = \
+        APPRISE_SCHEMES
+    # A channel URL whose host is (or resolves to) a loopback, private or link-local address is
+    # refused unless this is on: a user must not make the relay post into its own network.
+    allow_private_addresses: bool = False
+    # Delivery: retries with backoff (retry_s doubling, at most retry_max_s) until max_attempts;
+    # a message older than max_age_s when the relay first sees it is not notified.
+    retry_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    retry_max_s: Annotated[float, Field(gt=0, le=86400)] = 3600.0
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 12
+    max_age_s: Annotated[float, Field(gt=0)] = 86400.0
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = 10.0
+    workers: Annotated[int, Field(ge=1, le=32)] = 4
+    # The relay's public address (https://relay.example.org): e-mail and chat notifications end
+    # with a link to the conversation. Empty: no link.
+    public_url: Annotated[str, Field(pattern=r"^(https?://\S{3,200})?$")] = ""
+
+
 class RelayConfig(_Model):
     mqtt: MqttConfig = MqttConfig()
     database: DatabaseConfig = DatabaseConfig()
@@ -136,6 +188,8 @@ class RelayConfig(_Model):
     keys: KeysConfig = KeysConfig()
     commands: CommandsConfig = CommandsConfig()
     retention: RetentionConfig = RetentionConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    notify: NotifyConfig = NotifyConfig()
 
 
 def load_config(path: Path | str | None, environ: Mapping[str, str] | None = None) -> RelayConfig:
@@ -179,6 +233,9 @@ def resolve_paths(config: RelayConfig, base: Path) -> RelayConfig:
         "web": config.web.model_copy(update={
             "secret_file": rel(config.web.secret_file) if config.web.secret_file else None}),
         "keys": config.keys.model_copy(update={"dir": rel(config.keys.dir)}),
+        "notify": config.notify.model_copy(update={
+            "vapid_key_file": rel(config.notify.vapid_key_file),
+            "channel_key_file": rel(config.notify.channel_key_file)}),
         "mqtt": mqtt.model_copy(update=files),
     })
 
@@ -207,6 +264,12 @@ def mqtt_password(cfg: MqttConfig) -> str | None:
     """The broker password: the systemd credential `mqtt-password`, else the config/environment."""
     inline = cfg.password.get_secret_value() if cfg.password else None
     return read_secret("mqtt-password", inline, None)[0]
+
+
+def metrics_token(cfg: MetricsConfig) -> str | None:
+    """The /metrics bearer token: the systemd credential `metrics-token`, else the config."""
+    inline = cfg.token.get_secret_value() if cfg.token else None
+    return read_secret("metrics-token", inline, None)[0]
 
 
 def topic(vehicle_id: str, leaf: str) -> str:

@@ -36,7 +36,7 @@ VEHICLE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 KIND = r"^[a-z0-9_]+(\.[a-z0-9_]+)*$"
 # A COVESA VSS path as the agent publishes them: Vehicle.Powertrain.TractionBattery.StateOfCharge...
 SIGNAL_PATH = r"^Vehicle(\.[A-Za-z0-9_]{1,48}){1,12}$"
-LEAVES = ("messages", "state", "status", "dealer/appointment", "fleet")
+LEAVES = ("messages", "state", "status", "dealer/appointment", "fleet", "health")
 # Subscriptions below carfriend/v1/+/ (results come from cmd/+/result).
 SUBSCRIBED = (*LEAVES, "cmd/+/result")
 
@@ -265,9 +265,60 @@ class InboundFleet(_OpenDoc):
     reason: Text1000 | None = None
 
 
+Seconds = Annotated[float, Field(ge=0, le=1e10, allow_inf_nan=False)]
+Reasons = Annotated[dict[Annotated[str, Field(max_length=32), _Clean], Count], Field(max_length=16)]
+
+
+class HealthFrames(_Doc):
+    total: Count
+    per_s: Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)]
+    decoded: Count
+    dropped: Reasons
+
+
+class HealthBus(_Doc):
+    interface: Text32
+    channel: Text64 | None
+    state: Literal["active", "error_warning", "error_passive", "bus_off", "closed"]
+    error_frames: Count
+    bus_off_count: Count
+
+
+class HealthOutbox(_Doc):
+    depth: Count
+    oldest_age_s: Seconds | None
+    dropped: Reasons
+
+
+class HealthPolls(_Doc):
+    answered: Count | None = None
+    timed_out: Count | None = None
+
+
+class HealthProcess(_Doc):
+    cpu_pct: Annotated[float, Field(ge=0, le=1e4, allow_inf_nan=False)]
+    rss_bytes: Count | None
+
+
+class InboundHealth(_Doc):
+    """The agent's `health` document (agent.core.health.HealthReport, docs/topics.md), bounded."""
+
+    vehicle_id: VehicleId
+    ts: Timestamp
+    version: Text32
+    uptime_s: Seconds
+    interval_s: Seconds
+    frames: HealthFrames
+    bus: HealthBus
+    outbox: HealthOutbox
+    polls: HealthPolls = HealthPolls()
+    process: HealthProcess
+    mqtt_sent: Count
+
+
 MODELS: dict[str, type[_Doc]] = {"messages": InboundMessage, "state": InboundState,
                                  "result": InboundResult, "appointment": InboundAppointment,
-                                 "fleet": InboundFleet}
+                                 "fleet": InboundFleet, "health": InboundHealth}
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,7 +326,7 @@ class Inbound:
     """One checked record: ``leaf`` says which table it goes to."""
 
     vehicle_id: str
-    leaf: str  # messages | state | status | result | appointment | fleet
+    leaf: str  # messages | state | status | result | appointment | fleet | health
     body: Any
     command: str = ""  # for results: the command name from the topic
 

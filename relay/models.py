@@ -62,6 +62,9 @@ class Vehicle(Base):
     history_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     fleet: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     fleet_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # The agent's latest `health` document (docs/topics.md) and when the relay stored it.
+    health: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    health_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     # Bumped on every change of status/state/fleet, so live pages know what to refresh.
     revision: Mapped[int] = mapped_column(Integer, default=0)
     # The last Message.vseq given to this vehicle's messages (assigned under this row's lock).
@@ -227,3 +230,76 @@ class RelaySetting(Base):
     __tablename__ = "relay_settings"
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+# -- notifications (relay/notify/) ------------------------------------------------------------
+
+class PushSubscription(Base):
+    """A browser's Web Push subscription (RFC 8030): where to post, and its keys (RFC 8291)."""
+
+    __tablename__ = "push_subscriptions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    endpoint: Mapped[str] = mapped_column(String(1000), unique=True)
+    p256dh: Mapped[str] = mapped_column(String(200))
+    auth: Mapped[str] = mapped_column(String(100))
+    label: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class NotifyChannel(Base):
+    """An Apprise URL a user added: kept encrypted (Fernet), shown only as its masked label."""
+
+    __tablename__ = "notify_channels"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    scheme: Mapped[str] = mapped_column(String(32))
+    label: Mapped[str] = mapped_column(String(200))
+    secret: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class NotifyMute(Base):
+    """A user does not want notifications of one vehicle (vehicle_id NULL: of any vehicle)."""
+
+    __tablename__ = "notify_mutes"
+    __table_args__ = (UniqueConstraint("user_id", "vehicle_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    vehicle_id: Mapped[str | None] = mapped_column(
+        ForeignKey("vehicles.id", ondelete="CASCADE"), nullable=True)
+
+
+class Notification(Base):
+    """The notification outbox: one row per (message, user, target), delivered at least once."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        UniqueConstraint("vehicle_id", "msg_id", "user_id", "target"),
+        Index("ix_notifications_due", "status", "next_attempt_at"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    vehicle_id: Mapped[str] = mapped_column(ForeignKey("vehicles.id", ondelete="CASCADE"))
+    msg_id: Mapped[str] = mapped_column(String(64))
+    message_seq: Mapped[int] = mapped_column(BigInteger, ForeignKey("messages.seq",
+                                                                    ondelete="CASCADE"),
+                                             index=True)
+    target: Mapped[str] = mapped_column(String(40))  # "push:<id>" or "channel:<id>"
+    channel: Mapped[str] = mapped_column(String(32))  # "webpush" or the Apprise scheme
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # sent failed gone
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    lease_owner: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(300), nullable=True)
+
+
+class NotifyCursor(Base):
+    """How far the fan-out has read the messages table (one row, id 1)."""
+
+    __tablename__ = "notify_cursor"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, default=0)  # a messages.seq

@@ -13,6 +13,7 @@ import ssl
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +69,8 @@ class MqttIngest:
                            self.ingest_cfg.max_signals)
         self.dropped: Counter[str] = Counter()
         self.stored = 0
+        self.stored_by_topic: Counter[str] = Counter()
+        self.on_commit: Callable[[float], None] | None = None  # seconds per batch (metrics)
         self.acked = 0
         self.connects = 0  # successful connections (a takeover shows as reconnects)
         self.connected = threading.Event()
@@ -176,14 +179,23 @@ class MqttIngest:
             elif self._stop.is_set():
                 return
 
-    def health(self) -> str | None:
-        """What is wrong with the ingest (for /healthz), or None."""
-        now = time.monotonic()
+    def lag_s(self) -> float:
+        """How long the oldest message not yet stored has waited (0 when none waits)."""
+        oldest = self._oldest()
+        return time.monotonic() - oldest if oldest is not None else 0.0
+
+    def _oldest(self) -> float | None:
         oldest = self._busy_since
         with self._queue.mutex:
             if self._queue.queue:
                 head = self._queue.queue[0].at
                 oldest = head if oldest is None else min(oldest, head)
+        return oldest
+
+    def health(self) -> str | None:
+        """What is wrong with the ingest (for /healthz), or None."""
+        now = time.monotonic()
+        oldest = self._oldest()
         # Busy with messages: their age says how far behind it is. Idle: the loop comes round
         # every 0.2 s, or it is stuck.
         lag = now - oldest if oldest is not None else 0.0
@@ -283,10 +295,14 @@ class MqttIngest:
                 delay = min(delay * 2, 10.0)
 
     def _apply(self, records: list[Inbound]) -> set[str]:
+        started = time.perf_counter()
         with self.sessions() as session, session.begin():
             touched = self.store.apply(session, records, now_utc())
             self.live.in_transaction(session, touched)  # PostgreSQL: sent with the commit
+        if self.on_commit is not None:
+            self.on_commit(time.perf_counter() - started)
         self.stored += len(records)
+        self.stored_by_topic.update(rec.leaf for rec in records)
         if self.store.trimmed:
             self.dropped["signals-over-cap"] += self.store.trimmed
         return touched

@@ -39,7 +39,7 @@ TABLES: dict[str, Any] = {
     "fleet_reports": FleetReport,
 }
 VEHICLE_FIELDS = ("id", "name", "created_at", "public_feed", "status", "status_at", "last_seen",
-                  "state", "state_at", "fleet", "fleet_at")
+                  "state", "state_at", "fleet", "fleet_at", "health", "health_at")
 ORDER = {"commands": "issued_at"}  # the others by their row number
 
 
@@ -105,8 +105,9 @@ def _plain(value: Any) -> Any:
 
 
 def purge_vehicle(s: Session, vehicle_id: str, by: str) -> Counter[str]:
-    """Delete the vehicle's history (every table of TABLES) and its latest state, status and
-    fleet report; the registration, its key and the roles stay. Logged with who asked and what
+    """Delete the vehicle's history (every table of TABLES; the notifications of its messages
+    go with them) and its latest state, status, fleet report and health; the registration, its
+    key and the roles stay. Logged with who asked and what
     went. The caller commits."""
     vehicles = lock_vehicles(s, [vehicle_id])  # the ingest waits: nothing half-deleted shows
     vehicle = vehicles.get(vehicle_id)
@@ -118,6 +119,7 @@ def purge_vehicle(s: Session, vehicle_id: str, by: str) -> Counter[str]:
         deleted[name] = result.rowcount or 0
     vehicle.state = vehicle.state_at = vehicle.history_at = None
     vehicle.fleet = vehicle.fleet_at = vehicle.status = vehicle.status_at = None
+    vehicle.health = vehicle.health_at = None
     vehicle.last_seen = None
     vehicle.revision += 1
     log.warning("history of %s purged by %s: %s", vehicle_id, by,

@@ -10,7 +10,8 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from relay.models import Appointment, Command, Membership, Message, User, Vehicle
+from relay import charts
+from relay.models import Appointment, Command, Membership, Message, StateRecord, User, Vehicle
 from relay.permissions import ALERT_SEVERITIES, Access
 
 DTC_LIST = "Vehicle.Diagnostics.DTCList"
@@ -77,6 +78,23 @@ def latest_eta(session: Session, vehicle_id: str) -> str | None:
     return eta if isinstance(eta, str) else None
 
 
+def chart_samples(session: Session, vehicle_id: str, since: datetime,
+                  limit: int = 20_000) -> list[charts.Sample]:
+    """The state history since then, only the charted signals (extracted by the database, not
+    whole snapshots), oldest first; the newest ``limit`` rows at most. Each signal's entry is
+    taken whole: SQLite's JSON_EXTRACT of the value alone turns true into 1."""
+    entries = [StateRecord.signals[path] for path in charts.PATHS]
+    query = select(StateRecord.ts, *entries).where(StateRecord.vehicle_id == vehicle_id,
+                                                   StateRecord.ts >= since)
+    if session.get_bind().dialect.name == "sqlite":
+        # A row holding Infinity or NaN (stored before the ingest checks) is JSON that SQLite's
+        # functions refuse, failing the whole query: leave such rows out.
+        query = query.where(func.json_valid(StateRecord.signals) == 1)
+    rows = session.execute(query.order_by(StateRecord.ts.desc()).limit(limit)).all()
+    return [charts.sample(ts, *(e.get("value") if isinstance(e, dict) else None for e in values))
+            for ts, *values in reversed(rows)]
+
+
 def appointments_for_dealer(session: Session, user_id: int) -> list[Appointment]:
     vids = select(Membership.vehicle_id).where(Membership.user_id == user_id,
                                                Membership.role == "dealer")
@@ -97,6 +115,7 @@ class FleetRow:
     backlog: Any
     oldest_unsent_s: Any
     dropped: Any
+    health: dict[str, Any] = field(default_factory=dict)
 
 
 FLEET_PAGE = 100  # vehicles per fleet page
@@ -148,7 +167,8 @@ def fleet(session: Session, user_id: int, now: datetime, page: int = 1,
         dtc_total.update(set(dtcs))
         health = outbox_health(v.fleet)
         rows.append(FleetRow(v, int(alerts.get(v.id, 0)), dtcs, health.get("queued_total"),
-                             health.get("oldest_age_s"), _dropped(health.get("dropped"))))
+                             health.get("oldest_age_s"), _dropped(health.get("dropped")),
+                             agent_health(v.health)))
     return FleetView(rows, online=int(online), alerts=int(all_alerts or 0),
                      dtc_counts=dtc_total.most_common(20), total=int(total), page=page,
                      pages=pages)
@@ -170,6 +190,24 @@ def outbox_health(fleet: dict[str, Any] | None) -> dict[str, Any]:
         return {}
     return {k: v for k, v in health.items() if isinstance(v, int | float | dict) and k in
             ("queued_total", "oldest_age_s", "dropped")}
+
+
+def agent_health(doc: dict[str, Any] | None) -> dict[str, Any]:
+    """The fields of the agent's latest `health` document the fleet page shows, leniently (the
+    ingest checked it; rows stored before may hold anything): {} when absent."""
+    if not isinstance(doc, dict):
+        return {}
+
+    def part(name: str) -> dict[str, Any]:
+        value = doc.get(name)
+        return value if isinstance(value, dict) else {}
+
+    state = part("bus").get("state")
+    return {"version": str(doc.get("version") or "")[:32], "ts": doc.get("ts"),
+            "bus_state": state if isinstance(state, str) else None,
+            "per_s": part("frames").get("per_s"), "cpu_pct": part("process").get("cpu_pct"),
+            "rss_bytes": part("process").get("rss_bytes"), "uptime_s": doc.get("uptime_s"),
+            "outbox_depth": part("outbox").get("depth")}
 
 
 def _dropped(value: Any) -> float | None:

@@ -15,8 +15,11 @@ from relay.config import RelayConfig
 from relay.db import make_engine, make_sessionmaker, migrate
 from relay.hub import Hub
 from relay.livebus import LiveBus
+from relay.metrics import RelayMetrics, Sources
 from relay.models import utcnow
 from relay.mqtt import MqttIngest
+from relay.notify.secrets import load_channel_key, load_vapid, public_key_b64
+from relay.notify.worker import Notifier
 from relay.retention import Pruner, PruneSchedule
 from relay.web import AppContext, create_app
 
@@ -58,7 +61,19 @@ class Relay:
                                            web.login_window_s),
                               self.ingest, live=self.live,
                               live_poll_s=live_poll_s or web.live_poll_s)
-        self.app = create_app(self.ctx, session_secret(web.secret_file, sessions))
+        secret = session_secret(web.secret_file, sessions)
+        self.notifier: Notifier | None = None
+        if config.notify.enabled:
+            vapid = load_vapid(config.notify)
+            self.notifier = Notifier(config.notify, sessions, vapid,
+                                     load_channel_key(config.notify), secret,
+                                     config.notify.public_url, config.mqtt.client_id)
+            self.ctx.notifier, self.ctx.vapid_key = self.notifier, public_key_b64(vapid)
+            hub.add_listener(self.notifier.wake)
+        self.metrics = RelayMetrics(Sources(self.ingest, hub, sessions, self.notifier.counters
+                                            if self.notifier else None), config.metrics)
+        self.ctx.metrics = self.metrics
+        self.app = create_app(self.ctx, secret)
         self.pruning = PruneSchedule(Pruner(sessions, config.retention),
                                      config.retention.interval_s, utcnow)
         uv = uvicorn.Config(self.app, host=web.host, port=web.port, lifespan="off",
@@ -71,6 +86,9 @@ class Relay:
         self.live.start()
         self.ingest.start()
         self.pruning.start()
+        self.metrics.start_listener()
+        if self.notifier is not None:
+            self.notifier.start()
         log.info("relay serving http://%s:%d", self.config.web.host, self.config.web.port)
         try:
             self.server.run()
@@ -82,6 +100,9 @@ class Relay:
         self.live.start()
         self.ingest.start()
         self.pruning.start()
+        self.metrics.start_listener()
+        if self.notifier is not None:
+            self.notifier.start()
         self._thread = threading.Thread(target=self.server.run, name="relay-web", daemon=True)
         self._thread.start()
         while not self.server.started:
@@ -101,7 +122,10 @@ class Relay:
     def _shutdown(self) -> None:
         self.ctx.stopping.set()
         self.pruning.stop()
+        self.metrics.stop_listener()
         self.ingest.stop()
+        if self.notifier is not None:
+            self.notifier.stop()
         self.live.stop()
         self.engine.dispose()
         log.info("relay stopped")

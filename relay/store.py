@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from relay.ingest import (
     Inbound,
+    InboundHealth,
     InboundMessage,
     InboundResult,
     InboundState,
@@ -50,6 +51,7 @@ class _Batch:
     state: dict[str, list[tuple[datetime, bool, dict[str, Any]]]] = field(default_factory=dict)
     status: dict[str, str] = field(default_factory=dict)
     fleet: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    health: dict[str, tuple[datetime, dict[str, Any]]] = field(default_factory=dict)
     seen: set[str] = field(default_factory=set)
 
 
@@ -125,6 +127,13 @@ class Store:
         batch.fleet.setdefault(rec.vehicle_id, {})[kind] = rec.body
         batch.seen.add(rec.vehicle_id)
 
+    def _health(self, batch: _Batch, rec: Inbound, now: datetime) -> None:
+        doc: InboundHealth = rec.body
+        ts = naive_utc(doc.ts)
+        if rec.vehicle_id not in batch.health or batch.health[rec.vehicle_id][0] <= ts:
+            batch.health[rec.vehicle_id] = (ts, doc.model_dump(mode="json"))
+        batch.seen.add(rec.vehicle_id)
+
 
 def lock_vehicles(session: Session, ids: Iterable[str]) -> dict[str, Vehicle]:
     """The vehicles' rows, locked until the transaction ends, so what is read here cannot change
@@ -164,6 +173,11 @@ def _write(session: Session, b: _Batch, vehicles: dict[str, Vehicle], now: datet
         if vid in vehicles:
             vehicle = vehicles[vid]
             vehicle.fleet, vehicle.fleet_at = {**(vehicle.fleet or {}), **reports}, now
+    for vid, (_ts, doc) in b.health.items():  # the newest document wins (retained, QoS 0)
+        if vid in vehicles:
+            old_ts = (vehicles[vid].health or {}).get("ts")
+            if not isinstance(old_ts, str) or old_ts <= doc["ts"]:
+                vehicles[vid].health, vehicles[vid].health_at = doc, now
     _advance_commands(session, b.results, now)
     for vid in b.seen:
         if vid in vehicles:

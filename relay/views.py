@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
-from relay import commands, privacy, queries
+from relay import charts, commands, privacy, queries
 from relay.auth import csrf_ok, verify_password
 from relay.models import Command, Message, User, Vehicle, utcnow
 from relay.permissions import Access
@@ -99,6 +99,9 @@ def vehicle_page(request: Request) -> Response:
         view = timeline_view(s, vehicle, acc)
         view["appointments"] = (queries.appointments_for_vehicle(s, vid)
                                 if acc.can_see_appointments else [])
+        now = utcnow()
+        view["charts"] = (charts.build(queries.chart_samples(s, vid, now - timedelta(days=7)), now)
+                          if acc.can_see_state else None)
     error = request.session.pop("flash", None)
     return render(request, "vehicle.html", {"user": user, "error": error, **view})
 

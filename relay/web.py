@@ -62,6 +62,9 @@ class AppContext:
     limiter: LoginLimiter
     ingest: MqttIngest | None = None
     live: LiveBus | None = None
+    metrics: Any = None  # relay.metrics.RelayMetrics
+    notifier: Any = None  # relay.notify.worker.Notifier, when notifications are on
+    vapid_key: str = ""  # the Web Push applicationServerKey pages subscribe with
     stopping: threading.Event = field(default_factory=threading.Event)
     live_poll_s: float = 5.0
 
@@ -218,7 +221,8 @@ def csrf_token(request: Request) -> str:
 
 def render(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
     user = context.get("user")
-    base = {"request": request, "user": user, "csrf": csrf_token(request)}
+    base = {"request": request, "user": user, "csrf": csrf_token(request),
+            "vapid_key": request.app.state.ctx.vapid_key}
     return request.app.state.templates.TemplateResponse(request, name, {**base, **context},
                                                         status_code=status)
 
@@ -243,6 +247,8 @@ async def on_login_required(request: Request, _exc: Exception) -> Response:
 
 def create_app(ctx: AppContext, secret: str) -> Starlette:
     from relay import live, views
+    from relay.metrics import metrics_endpoint
+    from relay.notify.routes import ROUTES as NOTIFY_ROUTES
 
     routes = [
         Route("/", views.home),
@@ -260,6 +266,8 @@ def create_app(ctx: AppContext, secret: str) -> Starlette:
         Route("/dealer", views.dealer_page),
         Route("/public/{vid}", views.public_feed),
         Route("/healthz", views.healthz),
+        Route("/metrics", metrics_endpoint),
+        *NOTIFY_ROUTES,
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     middleware = [
@@ -272,5 +280,6 @@ def create_app(ctx: AppContext, secret: str) -> Starlette:
         HTTPException: on_http_error, LoginRequired: on_login_required, 500: on_server_error,
         Exception: on_server_error})
     app.state.ctx = ctx
+    app.state.session_secret = secret  # signs notification action tokens too
     app.state.templates = make_templates()
     return app

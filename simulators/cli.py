@@ -36,6 +36,9 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--duration", type=float, metavar="S",
                    help="simulated seconds to run (default: until the scenario ends)")
     p.add_argument("--dbc", type=Path, metavar="FILE", help="DBC to encode with (default: the reference EV's)")
+    p.add_argument("--fd", action="store_true",
+                   help="send every frame as CAN FD with bit rate switching (socketcan: an FD interface, "
+                        "e.g. vcan0 with mtu 72)")
     p.set_defaults(func=cmd_simulate)
 
 
@@ -51,7 +54,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.speed <= 0:
         raise ConfigError(f"simulate: --speed must be > 0 (got {args.speed})")
     scenario = simulators.load_scenario(args.scenario)
-    options = {"seed": args.seed, "speed": args.speed, "duration_s": args.duration, "dbc": args.dbc}
+    options = {"seed": args.seed, "speed": args.speed, "duration_s": args.duration, "dbc": args.dbc, "fd": args.fd}
     if args.log:
         stats = simulators.write_log(args.log, scenario, **options)
         print(f"{args.log}: {stats.frames} frames, {stats.simulated_s:.0f} s simulated", file=sys.stderr)
@@ -62,7 +65,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(f"slcan adapter on {adapter.tty_path} (interface=slcan, channel={adapter.tty_path})", flush=True)
         bus = adapter
     else:
-        bus = simulators.open_bus(args.interface or "virtual", args.channel or "carfriend")
+        bus_options = {"fd": True} if args.fd else {}
+        bus = simulators.open_bus(args.interface or "virtual", args.channel or "carfriend", **bus_options)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import can
 from cantools.database.can import Database
 
+from simulators.diag_ecu import DiagEcus
 from simulators.frames import STATUS_SIGNALS, CommandDecoder, FrameEncoder, load_car_dbc
 from simulators.model import EVModel
 from simulators.scenario import Garbage, Phase, Scenario, load_scenario
@@ -30,6 +31,9 @@ WAKE_HOLD_S = 60.0
 AFTER_RUN_S = 30.0  # the bus stays up this long after the car stops needing it
 MAX_CHARGE_PHASE_S = 48 * 3600.0
 DRIVE_STOP_S = 15.0  # a drive phase brakes to a stop over its last seconds
+NM_ID = 0x510  # the network-management heartbeat a diagnostics-only gateway still passes
+NM_CARRIER = "LV_System"  # the NM frame goes out on this message's schedule (1 s)
+ECU_WAKE_S = 3.0  # after a wake-up burst the ECUs answer this long
 _UNKNOWN_IDS = ((0x7DF, False), (0x7E8, False), (0x123, False), (0x456, False),
                 (0x18DB33F1, True), (0x1CFFAA00, True))
 
@@ -39,7 +43,7 @@ class Simulation:
 
     def __init__(self, scenario: Scenario | str | Path, *, seed: int = 0, speed: float = 1.0,
                  duration_s: float | None = None, db: Database | None = None,
-                 dbc: Path | None = None) -> None:
+                 dbc: Path | None = None, fd: bool = False) -> None:
         self.scenario = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
         self.start_ts = self.scenario.start_ts
         self.duration_s = duration_s
@@ -59,6 +63,9 @@ class Simulation:
         self.phases_done = False
         self.frames_sent = 0
         self._bus_up = True
+        self.ecus = DiagEcus(self.model, seed)
+        self._burst_at = -1.0
+        self.fd = fd  # every frame as CAN FD with bit rate switching (longer payloads always are)
 
     @property
     def now(self) -> float:
@@ -83,6 +90,21 @@ class Simulation:
             self._wake_until = self.now + WAKE_HOLD_S
         return name
 
+    def ecus_awake(self, now: float) -> bool:
+        """Whether the diagnostic ECUs answer now (the bus is up, or just woke for a burst)."""
+        return self.model.awake or now < self._wake_until or now < self._burst_at + ECU_WAKE_S
+
+    def diagnostic(self, frame_id: int, data: bytes, now: float) -> bool:
+        """A frame from the bus: True when it was for the diagnostic ECUs."""
+        if frame_id not in self.ecus.ids:
+            return False
+        self.ecus.on_frame(frame_id, data, now, self.ecus_awake(now))
+        return True
+
+    def responses(self, now: float) -> list[can.Message]:
+        """The ECUs' answer frames due by simulated time `now`."""
+        return self.ecus.due(now)
+
     def step(self) -> list[can.Message]:
         """Advance STEP_S simulated seconds; the frames sent meanwhile, in time order."""
         t0 = self.now
@@ -91,7 +113,10 @@ class Simulation:
         if self.duration_s is not None:
             t1 = min(t1, self.start_ts + self.duration_s)
         due = self._due(t0, t1)
-        out = [self._frame(t, name) for t, _, name in sorted(due)]
+        if self.scenario.gateway == "diagnostics-only":
+            out = [self._nm(t) for t, _, name in sorted(due) if name == NM_CARRIER]
+        else:
+            out = [self._frame(t, name) for t, _, name in sorted(due)]
         if self.scenario.garbage is not None and self._bus_up:
             out = sorted(out + self._garbage(self.scenario.garbage, t0), key=_ts)
         self.model.step(STEP_S)
@@ -171,13 +196,19 @@ class Simulation:
             # a wake-up burst: every status frame once, both odometer pages
             names = [*STATUS_SIGNALS, "Odometer_Service"]
             due = [(self._next_wake + i * 0.002, i, n) for i, n in enumerate(names)]
+            self._burst_at = self._next_wake
             self._next_wake += WAKE_PERIOD_S
         return due
 
     def _frame(self, t: float, name: str) -> can.Message:
         frame_id, extended, data = self.encoder.encode(name, self.model)
+        fd = self.fd or len(data) > 8
         return can.Message(timestamp=round(t, 6), arbitration_id=frame_id, is_extended_id=extended,
-                           data=data, channel=None)
+                           data=data, channel=None, is_fd=fd, bitrate_switch=fd)
+
+    def _nm(self, t: float) -> can.Message:
+        return can.Message(timestamp=round(t, 6), arbitration_id=NM_ID, is_extended_id=False,
+                           data=bytes([0x10, 0x01, 0, 0, 0, 0, 0, 0]), channel=None)
 
     def _garbage(self, g: Garbage, t0: float) -> list[can.Message]:
         rng = self._garbage_rng

@@ -34,23 +34,24 @@ class RunStats:
 
 
 def frames(scenario: Scenario | str | Path, *, seed: int = 0, speed: float = 1.0,
-           duration_s: float | None = None, dbc: Path | None = None) -> Iterator[can.Message]:
+           duration_s: float | None = None, dbc: Path | None = None, fd: bool = False) -> Iterator[can.Message]:
     """Every frame of a scenario in time order, as fast as the encoder goes (no bus, no file)."""
-    sim = Simulation(scenario, seed=seed, speed=speed, duration_s=duration_s, dbc=dbc)
+    sim = Simulation(scenario, seed=seed, speed=speed, duration_s=duration_s, dbc=dbc, fd=fd)
     while not sim.finished:
         yield from sim.step()
 
 
 def write_log(path: Path | str, scenario: Scenario | str | Path, *, seed: int = 0, speed: float = 1.0,
-              duration_s: float | None = None, dbc: Path | None = None) -> RunStats:
+              duration_s: float | None = None, dbc: Path | None = None, fd: bool = False) -> RunStats:
     """Write a scenario to a candump .log, .asc or .blf file; the same seed gives the same bytes.
 
-    ``speed`` thins the frames as a live run at that speed would (see simulators.engine).
+    ``speed`` thins the frames as a live run at that speed would (see simulators.engine); ``fd``
+    writes every frame as CAN FD (candump ``##``, ASC/BLF FD records).
     """
     path = Path(path)
     if path.suffix.lower() not in LOG_SUFFIXES:
         raise ConfigError(f"{path}: unsupported log format {path.suffix!r} (use {', '.join(LOG_SUFFIXES)})")
-    sim = Simulation(scenario, seed=seed, speed=speed, duration_s=duration_s, dbc=dbc)
+    sim = Simulation(scenario, seed=seed, speed=speed, duration_s=duration_s, dbc=dbc, fd=fd)
     stats = RunStats()
     writer = _writer(path, sim.start_ts)
     try:
@@ -100,7 +101,7 @@ def open_bus(interface: str, channel: str | None, **options: Any) -> can.BusABC:
 
 def run_live(bus: can.BusABC, scenario: Scenario | str | Path, *, speed: float = 1.0, seed: int = 0,
              duration_s: float | None = None, stop_event: threading.Event | None = None,
-             dbc: Path | None = None) -> RunStats:
+             dbc: Path | None = None, fd: bool = False) -> RunStats:
     """Send a scenario onto a bus in (simulated time / speed), reacting to command frames.
 
     Returns when the scenario ends or ``stop_event`` is set. Frame timestamps are simulated
@@ -112,23 +113,60 @@ def run_live(bus: can.BusABC, scenario: Scenario | str | Path, *, speed: float =
         bus.preserve_timestamps = True
     stop = stop_event or threading.Event()
     sim = Simulation(scenario, seed=seed, speed=speed, duration_s=duration_s, dbc=dbc)
+    sim.fd = fd
     stats = RunStats()
     real0, sim0 = time.monotonic(), sim.now
+    clock = _SimClock(real0, sim0, speed)
+    last = sim0  # simulated time of the last frame sent: the clock never goes back before it
     while not sim.finished and not stop.is_set():
-        stats.commands += _take_commands(bus, sim)
+        stats.commands += _take_commands(bus, sim, clock.now(last))
         for msg in sim.step():
-            delay = real0 + (msg.timestamp - sim0) / speed - time.monotonic()
-            if delay > 0.0005 and stop.wait(delay):
+            if not _wait_until(bus, sim, stats, stop, clock, msg.timestamp, last):
                 break
             stats.send_errors += _send(bus, msg)
             stats.frames += 1
+            last = max(last, float(msg.timestamp))
     stats.simulated_s, stats.finished = sim.now - sim0, sim.finished
     log.info("simulator: %d frames, %d commands, %.0f s simulated", stats.frames, stats.commands,
              stats.simulated_s)
     return stats
 
 
-def _take_commands(bus: can.BusABC, sim: Simulation) -> int:
+@dataclass
+class _SimClock:
+    real0: float
+    sim0: float
+    speed: float
+
+    def now(self, floor: float) -> float:
+        """Simulated time now, never before `floor` (the last frame sent)."""
+        return max(floor, self.sim0 + (time.monotonic() - self.real0) * self.speed)
+
+    def real(self, sim_ts: float) -> float:
+        return self.real0 + (sim_ts - self.sim0) / self.speed
+
+
+DIAG_SLICE_S = 0.001  # while waiting for the next frame, the diagnostic ECUs are served this often
+
+
+def _wait_until(bus: can.BusABC, sim: Simulation, stats: RunStats, stop: threading.Event, clock: _SimClock,
+                sim_ts: float, floor: float) -> bool:
+    """Wait for a frame's time, answering diagnostic requests meanwhile; False when stopped."""
+    while True:
+        delay = clock.real(sim_ts) - time.monotonic()
+        if delay <= 0.0005:
+            return True
+        if stop.wait(min(delay, DIAG_SLICE_S)):
+            return False
+        now = clock.now(floor)
+        stats.commands += _take_commands(bus, sim, now)
+        for answer in sim.responses(now):
+            answer.timestamp = max(answer.timestamp, now)
+            stats.send_errors += _send(bus, answer)
+            stats.frames += 1
+
+
+def _take_commands(bus: can.BusABC, sim: Simulation, now: float) -> int:
     taken = 0
     while True:
         try:
@@ -138,6 +176,8 @@ def _take_commands(bus: can.BusABC, sim: Simulation) -> int:
         if msg is None:
             return taken
         if not msg.is_error_frame and not msg.is_remote_frame:
+            if sim.diagnostic(msg.arbitration_id, bytes(msg.data), now):
+                continue
             name = sim.command(msg.arbitration_id, bytes(msg.data))
             if name is not None:
                 log.info("simulator: command %s %s", name, bytes(msg.data).hex())
@@ -163,10 +203,12 @@ class Simulator:
     """
 
     def __init__(self, bus: can.BusABC, scenario: Scenario | str | Path, *, speed: float = 1.0,
-                 seed: int = 0, duration_s: float | None = None, dbc: Path | None = None) -> None:
+                 seed: int = 0, duration_s: float | None = None, dbc: Path | None = None,
+                 fd: bool = False) -> None:
         self.bus = bus
         self.scenario = scenario
-        self.kwargs: dict[str, Any] = {"speed": speed, "seed": seed, "duration_s": duration_s, "dbc": dbc}
+        self.kwargs: dict[str, Any] = {"speed": speed, "seed": seed, "duration_s": duration_s, "dbc": dbc,
+                                       "fd": fd}
         self.done = threading.Event()
         self.stats: RunStats | None = None
         self.error: BaseException | None = None

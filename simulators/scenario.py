@@ -125,6 +125,9 @@ class Scenario(_Model):
     phases: Annotated[list[Phase], Field(min_length=1)]
     events: list[TimedEvent] = Field(default_factory=list)
     garbage: Garbage | None = None
+    # "diagnostics-only": the OBD port's gateway passes no broadcast frames, only the ECUs'
+    # network-management heartbeat while the car is awake; values come from diagnostic polling.
+    gateway: Literal["broadcast", "diagnostics-only"] = "broadcast"
     # The agent events (kinds) a replay of this scenario yields, in order, each once.
     expect_events: list[str] = Field(default_factory=list)
     name: str = Field(default="", exclude=True)

@@ -18,6 +18,7 @@ log = logging.getLogger("carfriend")
 SUBCOMMAND_MODULES = (
     "agent.cli.command",
     "agent.cli.outbox",
+    "agent.cli.scan",
     "simulators.cli",
     "relay.cli",
 )
@@ -72,6 +73,8 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--state", type=Path, metavar="FILE", help="write the final vehicle state as JSON")
     p.add_argument("--start-time", metavar="ISO8601",
                    help="anchor a log with relative timestamps (GVRET, relative ASC) at this UTC time")
+    p.add_argument("--stats", action="store_true",
+                   help="also print, per drop reason, the ids, messages and signals with the most drops")
     p.set_defaults(func=_lazy("agent.cli.replay", "cmd_replay"))
 
 

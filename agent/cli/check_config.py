@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from agent.core.errors import ConfigError
-from agent.profile.config import load_config
+from agent.profile.config import load_config, load_mapping_part
 from agent.profile.vehicle import load_vehicle
 
 
@@ -15,7 +15,7 @@ def check_config(path: Path, dbc_override: list[Path] | None = None) -> tuple[li
     try:
         config = load_config(path, dbc_override=dbc_override)
     except ConfigError as exc:
-        return exc.problems, []
+        return exc.problems + _mapping_problems(path, dbc_override), []
     try:
         vehicle = load_vehicle(config)
     except ConfigError as exc:
@@ -33,6 +33,17 @@ def check_config(path: Path, dbc_override: list[Path] | None = None) -> tuple[li
     except ConfigError as exc:
         problems.extend(exc.problems)
     return problems, notes + vehicle.warnings
+
+
+def _mapping_problems(path: Path, dbc_override: list[Path] | None) -> list[str]:
+    """The mapping's problems when the rest of the config has errors: one run shows both."""
+    try:
+        partial = load_mapping_part(path, dbc_override=dbc_override)
+        if partial is not None:
+            load_vehicle(partial)
+    except ConfigError as exc:
+        return exc.problems
+    return []
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

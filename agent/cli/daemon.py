@@ -27,7 +27,8 @@ from agent.core.settings import AgentConfig
 from agent.core.statepub import StateReporter
 from agent.core.vehicle import Vehicle
 from agent.io.courier import Courier
-from agent.io.fastbus import read_batch
+from agent.io.diag_runtime import DiagRuntime
+from agent.io.fastbus import BATCH_S, read_batch
 from agent.io.hadiscovery import DiscoveryPublisher
 from agent.io.health import HealthPublisher
 from agent.io.outbox import SqliteOutbox
@@ -43,10 +44,10 @@ HOUSEKEEPING_S = 1.0
 COUNTERS_LOG_S = 300.0
 RECV_TIMEOUT_S = 0.2
 
-BusFactory = Callable[[AgentConfig, list[dict[str, Any]]], can.BusABC]
+BusFactory = Callable[[AgentConfig, list[dict[str, Any]] | None], can.BusABC]
 
 
-def _open_bus(config: AgentConfig, filters: list[dict[str, Any]]) -> can.BusABC:
+def _open_bus(config: AgentConfig, filters: list[dict[str, Any]] | None) -> can.BusABC:
     return open_bus(config.can, filters)
 
 
@@ -68,6 +69,7 @@ class Agent:
         self.outbox: SqliteOutbox | None = None
         self.courier: Courier | None = None
         self.bus: can.BusABC | None = None
+        self.diag: DiagRuntime | None = None
         self.stop_requested = threading.Event()
         self.reload_requested = threading.Event()
         self.on_message: list[Callable[[PersonaMessage], None]] = []
@@ -91,6 +93,7 @@ class Agent:
                                       result=self._command_result, publish_state=self._publish_full_state,
                                       say=self._say)
         self.bus = self.bus_factory(self.config, self.vehicle.can_filters())
+        self.diag = self._new_diag()
         if self.config.mqtt.host:
             on_command = self._queue_command if key is not None else None
             if key is None:
@@ -136,13 +139,36 @@ class Agent:
             self.shutdown()
         return 0
 
+    def _new_diag(self) -> DiagRuntime | None:
+        profile = self.vehicle.diagnostics
+        if profile is None:
+            return None
+        send = None if self.config.can.listen_only else self._send_frame
+        if send is None:
+            log.warning("[can] listen_only: diagnostic requests are configured but nothing is ever sent")
+        return DiagRuntime(profile, self.pipeline, send, bitrate=self.config.can.bitrate or 500_000)
+
+    def _process(self, ts: float, can_id: int, data: bytes) -> None:
+        """One frame with diagnostics on: responses to the ISO-TP ports, the rest to the decoder."""
+        diag = self.diag
+        if diag is None or not diag.on_frame(ts, can_id, data):
+            self.pipeline.process(ts, can_id, data)
+
     def _read_once(self) -> None:
         bus = self.bus
         if bus is None:
             self._reopen_bus()
             return
+        process = self.pipeline.process if self.diag is None else self._process
+        timeout = RECV_TIMEOUT_S
+        if self.diag is not None:  # wake up when the next request is due, not up to 0.2 s later
+            now = self._event_now()
+            due_in = self.diag.poller.deadline(now, self.pipeline.state) - now
+            timeout = max(0.001, min(timeout, due_in))
+        # While an ECU is answering, no nap between bursts: its next frame is what we wait for.
+        nap = BATCH_S if self.diag is None or not self.diag.poller.outstanding else 0.0
         try:
-            n = read_batch(bus, self.pipeline.process, self._error_frame, RECV_TIMEOUT_S)
+            n = read_batch(bus, process, self._error_frame, timeout, nap)
         except (can.CanError, OSError) as exc:
             log.error("CAN bus %s %s lost: %s; state and messages are kept, retrying every %g s",
                       self.config.can.interface, self.config.can.channel, exc, self.config.can.reconnect_s)
@@ -150,9 +176,21 @@ class Agent:
             self._close_bus()
             return
         if n:
-            self._last_frame = (self.pipeline.state.now, time.monotonic())
+            self._last_frame = (max(self.pipeline.state.now, self._last_frame[0]), time.monotonic())
+            if self.diag is not None:
+                self._last_frame = (max(self._last_frame[0], self.diag.poller.last_heard), self._last_frame[1])
         else:
             self.pipeline.tick(self._event_now())  # time passes on the bus's clock
+        if self.diag is not None:
+            self._poll_diag()
+
+    def _poll_diag(self) -> None:
+        assert self.diag is not None
+        try:
+            self.diag.poll(self._event_now())
+        except Exception as exc:  # noqa: BLE001 - one bad poll never ends the worker loop
+            self.diag.counts["poll_error"] += 1
+            log.error("diagnostic poll failed: %s", exc, exc_info=log.isEnabledFor(logging.DEBUG))
 
     def _reopen_bus(self) -> None:
         if self.stop_requested.wait(self.config.can.reconnect_s):
@@ -245,6 +283,10 @@ class Agent:
         self.commands.poll(state, now)
 
     def _send_frame(self, frame: can.Message) -> None:
+        if self.config.can.listen_only:
+            from agent.io.guarded_bus import LISTEN_ONLY_REASON, TransmitForbidden
+
+            raise TransmitForbidden(LISTEN_ONLY_REASON)
         if self.bus is None:
             raise can.CanOperationError("the CAN bus is not open")
         self.bus.send(frame, timeout=0.5)
@@ -299,6 +341,7 @@ class Agent:
         self.config, self.vehicle = config, vehicle
         self.pipeline = self._new_pipeline(vehicle)
         self.pipeline.adopt(old)
+        self.diag = self._new_diag()
         self._announce_due = True  # the mapping may have changed: entities come and go
         self._close_bus()
         try:  # the new interface and filters, at once
@@ -337,9 +380,16 @@ class Agent:
             counts.update(retained=self.uplink.retained_commands, unreadable=self.uplink.unreadable_commands)
         commands = " ".join(f"{k.replace(': ', '_').replace(' ', '_')}={v}" for k, v in sorted(counts.items())
                             if v) or "none"
-        return (f"frames={c['frames']} decoded={c['decoded']} unchanged={c['unchanged']} "
+        line = (f"frames={c['frames']} decoded={c['decoded']} unchanged={c['unchanged']} "
                 f"dropped[{dropped}] messages={c['messages']} sent={self.courier.sent if self.courier else 0} "
                 f"commands[{commands}]")
+        top = self.pipeline.decoder.drops.top(3)  # which ids, messages and signals the drops come from
+        if top:
+            line += " where[" + "; ".join(f"{reason}: " + ", ".join(f"{w} {n}" for w, n in sites)
+                                          for reason, sites in top.items()) + "]"
+        if self.diag is not None:
+            line += " diag[" + " ".join(f"{k}={v}" for k, v in self.diag.counters().items()) + "]"
+        return line
 
 
 def open_outbox(config: AgentConfig) -> SqliteOutbox:

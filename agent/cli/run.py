@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import logging
 
 from agent.cli.daemon import Agent, install_signal_handlers
 from agent.cli.simulate import run_simulated
 from agent.core.errors import CarfriendError, ConfigError
 from agent.io.sdnotify import SystemdNotifier
 from agent.profile.config import load_config
+
+log = logging.getLogger(__name__)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -19,6 +22,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.simulate:
             return run_simulated(config, args)
         agent = Agent(config, config_path=args.config, dbc_override=args.dbc)
+        for warning in agent.vehicle.warnings:  # e.g. a unit the mapping does not convert
+            log.warning("%s", warning)
         install_signal_handlers(agent)
         return agent.run()
     except CarfriendError as exc:

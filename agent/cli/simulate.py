@@ -28,7 +28,7 @@ def start_simulator(config: AgentConfig, scenario: str, speed: float, seed: int 
 
     bus = simulators.open_bus("virtual", config.can.channel)
     dbc = config.can.dbc[0] if config.can.dbc else None
-    sim = simulators.Simulator(bus, scenario, speed=speed, seed=seed, dbc=dbc).start()
+    sim = simulators.Simulator(bus, scenario, speed=speed, seed=seed, dbc=dbc, fd=config.can.fd).start()
     return sim, bus
 
 

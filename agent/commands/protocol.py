@@ -278,6 +278,6 @@ def interlock(state: VehicleState, now: float, *, max_age_s: float) -> str | Non
         return f"refused: vehicle is moving ({speed:g} km/h)"
     if gear is None:
         return f"refused: gear unknown or stale (no valid reading in the last {max_age_s:g} s)"
-    if str(gear).upper() not in ("P", "PARK", "DI_GEAR_P"):
-        return f"refused: gear is {gear}, not P"
+    if gear != vss.GEAR_PARK and str(gear).upper() not in ("P", "PARK", "DI_GEAR_P"):
+        return f"refused: gear is {gear}, not P ({vss.GEAR_PARK})"
     return None

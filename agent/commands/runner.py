@@ -227,6 +227,11 @@ class CommandRunner:
 
         Every action is checked here, whatever asked for it (a command, or an answer to a question).
         """
+        if self.config.can.listen_only:
+            from agent.io.guarded_bus import LISTEN_ONLY_REASON
+
+            self._finish(cmd, "rejected", LISTEN_ONLY_REASON)
+            return False
         if not self.allowed(name):
             self._finish(cmd, "rejected", f"{name} is not on this vehicle's allowlist")
             return False

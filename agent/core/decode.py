@@ -18,23 +18,70 @@ from agent.core.state import VehicleState
 NO_CHANGE: tuple[str, ...] = ()
 
 
+DROP_REASONS = ("unknown_id", "short_payload", "error_frame", "malformed_line", "decode_error",
+                "not_available", "out_of_range", "implausible")
+MAX_SITES = 256  # distinct places kept per reason; the rest are counted under OTHER_SITE
+OTHER_SITE = "(others)"
+OTHER_ID = -1  # unknown_ids' key for OTHER_SITE
+
+
 @dataclass(slots=True)
 class DropCounts:
-    """Frames and values dropped, by reason. Never raised, only counted."""
+    """Frames and values dropped, by reason, and where: never raised, only counted.
+
+    ``sites`` says where, per reason: the id (unknown_id), the message (short_payload,
+    decode_error) or the mapped "Message.Signal" (not_available, out_of_range, implausible).
+    """
 
     unknown_id: int = 0
     short_payload: int = 0
     error_frame: int = 0
+    malformed_line: int = 0  # a line of a log file that is no frame (replay only)
     decode_error: int = 0
     not_available: int = 0
     out_of_range: int = 0
     implausible: int = 0
+    sites: dict[str, dict[str, int]] = field(default_factory=dict)
+    unknown_ids: dict[int, int] = field(default_factory=dict)  # unknown_id's sites, kept as ints (cheap)
 
     def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+        return {name: getattr(self, name) for name in DROP_REASONS}
 
     def total(self) -> int:
         return sum(self.as_dict().values())
+
+    def add(self, reason: str, where: str, n: int = 1) -> None:
+        """Count n drops for reason at where (not for the hot path: drops are the exception)."""
+        setattr(self, reason, getattr(self, reason) + n)
+        by = self.sites.setdefault(reason, {})
+        if where not in by and len(by) >= MAX_SITES:
+            where = OTHER_SITE
+        by[where] = by.get(where, 0) + n
+
+    def unknown(self, can_id: int) -> None:
+        """One frame of an id no mapping needs."""
+        self.unknown_id += 1
+        known = self.unknown_ids
+        if can_id not in known and len(known) >= MAX_SITES:
+            can_id = OTHER_ID
+        known[can_id] = known.get(can_id, 0) + 1
+
+    def add_unknown_ids(self, counts: dict[int, int]) -> None:
+        """Frames of ids no mapping needs, counted per id by the caller's loop."""
+        known = self.unknown_ids
+        for can_id, n in counts.items():
+            self.unknown_id += n
+            key = can_id if can_id in known or len(known) < MAX_SITES else OTHER_ID
+            known[key] = known.get(key, 0) + n
+
+    def top(self, n: int = 3) -> dict[str, list[tuple[str, int]]]:
+        """The n places with the most drops, per reason that has any, most first."""
+        sites = dict(self.sites)
+        if self.unknown_ids:
+            sites["unknown_id"] = {OTHER_SITE if i == OTHER_ID else f"0x{i:X}": c
+                                   for i, c in self.unknown_ids.items()}
+        return {reason: sorted(by.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+                for reason in DROP_REASONS if (by := sites.get(reason))}
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +118,13 @@ class SignalPlan:
     lo: float | None
     hi: float | None
     na_raw: int | None
-    choices: dict[int, str] | None
+    choices: dict[int, Any] | None  # raw -> the VSS value (a choice name, or its VSS translation)
     true_raw: frozenset[int] | None = None
+    where: str = ""  # "Message.Signal", for the drop counters
+    integer: bool = False  # the VSS datatype is an integer: publish ints
+    strict_choices: bool = False  # a raw value not in choices has no VSS value: drop it
+    # Decoded alone by cantools (a message whose signals overlap cannot be decoded whole)
+    solo: Message | None = None
     # dtc only: the status signal and its raw values meaning "active"
     status_name: str | None = None
     active_raw: frozenset[int] | None = None
@@ -96,6 +148,7 @@ class MessagePlan:
     big_endian: bool = False  # some field reads the big-endian integer
     mux: BitField | None = None  # the message's multiplexer (compiled plans only)
     mux_pages: frozenset[int] = frozenset()  # its values that select a page
+    per_signal: bool = False  # cantools decodes each mapped signal alone (overlapping signals)
     last_key: int = -1
     last_data: bytes | None = None
     last_paths: tuple[str, ...] = NO_CHANGE
@@ -117,12 +170,12 @@ class Decoder:
         self.frames += 1
         plan = self.plans.get(can_id)
         if plan is None:
-            self.drops.unknown_id += 1
+            self.drops.unknown(can_id)
             return NO_CHANGE
         # An exact repeat is the cheapest test; the masked one also ignores counters/checksums.
         if data != plan.last_data:
             if len(data) < plan.length:
-                self.drops.short_payload += 1
+                self.drops.add("short_payload", plan.message.name)
                 return NO_CHANGE
             le = _from_bytes(data, "little")
             key = le & plan.mask
@@ -142,13 +195,16 @@ class Decoder:
         if plan.compiled:
             values = _extract(plan, le, data)
             if values is None:
-                self.drops.decode_error += 1  # a multiplexer value no page has, as cantools says
+                # a multiplexer value no page has, as cantools says
+                self.drops.add("decode_error", plan.message.name)
                 return NO_CHANGE
+        elif plan.per_signal:
+            values = self._one_by_one(plan, le, data)
         else:
             try:
                 raw: Any = plan.message.decode(data, decode_choices=False, scaling=False)
             except Exception:  # noqa: BLE001 - any cantools failure is one bad frame, counted
-                self.drops.decode_error += 1
+                self.drops.add("decode_error", plan.message.name)
                 return NO_CHANGE
             values = [(sp, raw.get(sp.name), raw.get(sp.status_name) if sp.status_name else None)  # type: ignore[misc]
                       for sp in plan.signals]
@@ -166,34 +222,57 @@ class Decoder:
                 continue
             accepted.append(sp.path)
             if sp.kind == "dtc":
-                if state.set_dtc(checked[0], checked[1], ts):
+                if state.set_dtc(checked[0], checked[1], ts) if checked[0] else state.no_dtcs(ts):
                     changed.append(sp.path)
             elif state.set(sp.path, checked, ts):
                 changed.append(sp.path)
         plan.last_paths = tuple(accepted)
         return tuple(changed) if changed else NO_CHANGE
 
+    def _one_by_one(self, plan: MessagePlan, le: int, data: bytes) -> list[tuple[SignalPlan, Any, Any]]:
+        """A message cantools cannot decode whole (overlapping signals): each mapped signal alone."""
+        out: list[tuple[SignalPlan, Any, Any]] = []
+        be = _from_bytes(data[:plan.length], "big")
+        for sp in plan.signals:
+            if sp.mux is not None and sp.mux.raw(le, be) not in sp.mux_ids:  # type: ignore[operator]
+                continue  # another multiplexer page
+            try:
+                raw: Any = sp.solo.decode(data, decode_choices=False, scaling=False)  # type: ignore[union-attr]
+            except Exception:  # noqa: BLE001 - this signal, this frame: counted
+                self.drops.add("decode_error", sp.where)
+                continue
+            out.append((sp, raw.get(sp.name), raw.get(sp.status_name) if sp.status_name else None))
+        return out
+
     def _check(self, sp: SignalPlan, raw_value: Any, status: Any) -> Any:
         if sp.na_raw is not None and raw_value == sp.na_raw:
-            self.drops.not_available += 1
+            self.drops.add("not_available", sp.where)
             return _DROP
         if sp.kind == "bool":
             return raw_value in sp.true_raw  # type: ignore[operator]
         if sp.kind == "enum":
-            return sp.choices.get(raw_value, raw_value) if sp.choices else raw_value
+            if sp.choices is None:
+                return raw_value
+            if sp.strict_choices and raw_value not in sp.choices:
+                self.drops.add("implausible", sp.where)  # no VSS value for it (e.g. gear "SNA")
+                return _DROP
+            return sp.choices.get(raw_value, raw_value)
         if sp.kind == "dtc":
+            code = int(raw_value)
+            if code == 0:
+                return ("", False)  # 0 is "no code": the DTC list is empty
             active = True if sp.active_raw is None else status in sp.active_raw
-            return (format_dtc(int(raw_value), sp.dtc_bits), active)
+            return (format_dtc(code, sp.dtc_bits), active)
         physical = raw_value * sp.scale + sp.offset
         if (sp.dbc_min is not None and physical < sp.dbc_min) or (
                 sp.dbc_max is not None and physical > sp.dbc_max):
-            self.drops.out_of_range += 1
+            self.drops.add("out_of_range", sp.where)
             return _DROP
         value = physical * sp.map_scale + sp.map_offset
         if (sp.lo is not None and value < sp.lo) or (sp.hi is not None and value > sp.hi):
-            self.drops.implausible += 1
+            self.drops.add("implausible", sp.where)
             return _DROP
-        return round(value, sp.ndigits)
+        return int(round(value)) if sp.integer else round(value, sp.ndigits)
 
 
 _DROP: Any = object()

@@ -55,7 +55,7 @@ ENTITIES: tuple[EntitySpec, ...] = (
             divisor=1000),
     _sensor("pack_voltage", "Battery voltage", vss.PACK_VOLTAGE, "voltage", "V", precision=0),
     _sensor("pack_current", "Battery current", vss.PACK_CURRENT, "current", "A", precision=1),
-    _sensor("pack_power", "Battery power", vss.PACK_POWER, "power", "kW", precision=1),
+    _sensor("pack_power", "Battery power", vss.PACK_POWER, "power", "kW", precision=1, divisor=1000),
     _sensor("aux_voltage", "12 V battery", vss.AUX_VOLTAGE, "voltage", "V", precision=2, icon="mdi:car-battery"),
     EntitySpec("charging", "binary_sensor", "Charging", vss.IS_CHARGING, "bool", {"device_class": "battery_charging"}),
     EntitySpec("plugged_in", "binary_sensor", "Plugged in", vss.CABLE_CONNECTED, "bool", {"device_class": "plug"}),

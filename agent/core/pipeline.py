@@ -21,8 +21,10 @@ class Pipeline:
     """One vehicle's pipeline. Not thread-safe: one worker owns it and feeds it frames in order."""
 
     def __init__(self, vehicle: Vehicle, sink: MessageSink, persona: Persona | None = None, *,
-                 side_sink: SideSink | None = None, held: HeldStore | None = None) -> None:
+                 side_sink: SideSink | None = None, held: HeldStore | None = None,
+                 trace_drops: bool = False) -> None:
         self.vehicle = vehicle
+        self.trace_drops = trace_drops  # count unmapped frames per id too (replay --stats)
         self.config = vehicle.config
         self.decoder = vehicle.new_decoder()
         self.state = self.decoder.state
@@ -51,6 +53,7 @@ class Pipeline:
         """
         mapped = self.decoder.plans
         decode = self.decoder.decode
+        by_id: dict[int, int] | None = {} if self.trace_drops else None  # per id, for --stats
         unmapped = errors = 0
         ts = None
         for ts, can_id, data in frames:
@@ -62,11 +65,16 @@ class Pipeline:
                 errors += 1
             else:
                 unmapped += 1
+                if by_id is not None:
+                    by_id[can_id] = by_id.get(can_id, 0) + 1
                 if ts >= self.deadline:  # time-driven rules run on any frame's clock
                     self._evaluate((), ts)
         d = self.decoder
         d.frames += unmapped + errors
-        d.drops.unknown_id += unmapped
+        if by_id:
+            d.drops.add_unknown_ids(by_id)
+        else:
+            d.drops.unknown_id += unmapped
         d.drops.error_frame += errors
         return ts
 
@@ -76,6 +84,16 @@ class Pipeline:
             events += self.clock.tick(self.state, now)
         self._emit(events, now)
         self.deadline = min(self.engine.deadline, self.clock.deadline, self.gate.deadline)
+
+    def values_changed(self, changed: tuple[str, ...], ts: float) -> None:
+        """Values another decoder wrote into the state at ts (diagnostic responses)."""
+        if changed or ts >= self.deadline:
+            self._evaluate(changed, ts)
+
+    def malformed_lines(self, n: int) -> None:
+        """Lines of a log that were no frame (counted by the reader): bad frames, never decoded."""
+        self.decoder.frames += n
+        self.decoder.drops.malformed_line += n
 
     def error_frame(self) -> None:
         self.decoder.frames += 1

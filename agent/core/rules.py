@@ -126,10 +126,10 @@ class ChargeRule:
         return []
 
     def _sample_power(self, state: VehicleState, now: float) -> None:
-        power = _num(state, vss.CHARGE_POWER, now)
+        power = _num(state, vss.CHARGE_POWER, now)  # kW
         if power is None:
-            pack_kw = _num(state, vss.PACK_POWER, now)
-            power = -pack_kw if pack_kw is not None and pack_kw < 0 else pack_kw
+            pack_w = _num(state, vss.PACK_POWER, now)  # W, VSS's unit; the ETA works in kW
+            power = abs(pack_w) / 1000.0 if pack_w is not None else None
         if power is not None and power > 0:
             self.power.add(abs(power), now)
 

@@ -12,6 +12,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from agent.core.diag_profile import DiagnosticsConfig
+
 Severity = Literal["info", "warning", "critical"]
 Visibility = Literal["private", "family", "public"]
 
@@ -45,6 +47,9 @@ class CanConfig(_Model):
     interface: str = "socketcan"
     channel: str | None = "vcan0"
     bitrate: int | None = None
+    # CAN FD: receive (and send) FD frames of up to 64 bytes (SocketCAN's CAN_RAW_FD_FRAMES;
+    # python-can's `fd` for other interfaces, which take the data rate in options).
+    fd: bool = False
     dbc: list[Path] = Field(default_factory=list)
     strict_dbc: bool = False
     # Extra keyword arguments for python-can's Bus (e.g. tty_baudrate for slcan).
@@ -54,6 +59,9 @@ class CanConfig(_Model):
     stale_after_s: Annotated[float, Field(gt=0)] | None = None
     # Reopen the bus after it disappears (adapter unplugged, link down).
     reconnect_s: Annotated[float, Field(gt=0)] = 2.0
+    # A purely passive agent: nothing is ever sent on the bus (no polls, no commands), enforced
+    # by the bus wrapper (agent/io/guarded_bus.py), whose send raises.
+    listen_only: bool = False
 
 
 class SignalMap(_Model):
@@ -283,6 +291,7 @@ class AgentConfig(_Model):
     dealer: DealerConfig = DealerConfig()
     homeassistant: HomeAssistantConfig = HomeAssistantConfig()
     health: HealthConfig = HealthConfig()
+    diagnostics: DiagnosticsConfig | None = None  # diagnostic polling (docs/diagnostics.md)
     # Where this config was read from; every relative path above was resolved against it.
     source: Path | None = Field(default=None, exclude=True)
 

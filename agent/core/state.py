@@ -65,6 +65,18 @@ class VehicleState:
         self.changes += 1
         return True
 
+    def no_dtcs(self, ts: float) -> bool:
+        """A DTC broadcast of code 0 ("no code"): the list is empty; True if that changed it."""
+        if ts > self.now:
+            self.now = ts
+        self.stamps[DTC_LIST] = ts
+        had = bool(self.dtc_seen) or DTC_LIST not in self.values
+        self.dtc_seen.clear()
+        if had:
+            self.values[DTC_LIST] = []
+            self.changes += 1
+        return had
+
     def expire_dtcs(self, now: float) -> bool:
         """Drop codes not broadcast as active for dtc_clear_after_s; True if the list changed."""
         gone = [c for c, seen in self.dtc_seen.items() if now - seen > self.dtc_clear_after_s]

@@ -15,7 +15,7 @@ from agent.core.state import VehicleState
 
 # Changes smaller than these are noise for a person or a fleet dashboard (VSS units).
 DEFAULT_DEADBANDS: dict[str, float] = {
-    vss.SOC: 0.5, vss.PACK_VOLTAGE: 2.0, vss.PACK_CURRENT: 2.0, vss.PACK_POWER: 1.0,
+    vss.SOC: 0.5, vss.PACK_VOLTAGE: 2.0, vss.PACK_CURRENT: 2.0, vss.PACK_POWER: 1000.0,
     vss.PACK_TEMP: 1.0, vss.AUX_VOLTAGE: 0.05, vss.SPEED: 2.0, vss.ODOMETER: 1.0,
     vss.TIME_TO_COMPLETE: 300.0, vss.TIME_TO_SERVICE: 86400.0, vss.DISTANCE_TO_SERVICE: 10.0,
     vss.CABIN_TEMP: 0.5, vss.CHARGE_POWER: 0.5,

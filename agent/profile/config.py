@@ -35,6 +35,41 @@ def load_config(path: Path | str, *, dbc_override: list[Path] | None = None,
     return _resolve_paths(config, path)
 
 
+def load_mapping_part(path: Path | str, *, dbc_override: list[Path] | None = None,
+                      environ: Mapping[str, str] | None = None) -> AgentConfig | None:
+    """The [can] section and the valid [signals] of a config that does not validate as a whole.
+
+    For check-config, which then checks the mapping against the DBCs in the same run; None when
+    [can] itself (the DBC list) is invalid. Everything else is left at its defaults.
+    """
+    path = Path(path)
+    raw = _read_toml(path)
+    apply_env_overrides(raw, os.environ if environ is None else environ)
+    if dbc_override:
+        raw.setdefault("can", {})["dbc"] = [str(Path(p).absolute()) for p in dbc_override]
+    signals = raw.get("signals")
+    good = {k: v for k, v in signals.items() if _valid_signal(k, v)} if isinstance(signals, dict) else {}
+    if "diagnostics" in raw:  # polled signals are checked with [diagnostics], which is invalid here
+        if not raw.get("can", {}).get("dbc"):
+            return None
+        good = {k: v for k, v in good.items() if not str(v.get("source", "") if isinstance(v, dict) else v)
+                .startswith("signalset.")}
+    try:
+        config = AgentConfig.model_validate({"vehicle": {"id": "check-config"}, "can": raw.get("can", {}),
+                                             "signals": good})
+    except ValidationError:
+        return None
+    return _resolve_paths(config, path)
+
+
+def _valid_signal(path: str, mapping: Any) -> bool:
+    try:
+        AgentConfig.model_validate({"vehicle": {"id": "check-config"}, "signals": {path: mapping}})
+    except ValidationError:
+        return False
+    return True
+
+
 def credential(name: str) -> Path | None:
     """A systemd credential (LoadCredential=name:...) of this service, if it has one."""
     directory = os.environ.get("CREDENTIALS_DIRECTORY")
@@ -128,5 +163,9 @@ def _resolve_paths(config: AgentConfig, path: Path) -> AgentConfig:
     messages = config.messages.model_copy(update={"catalog_dir": rel(config.messages.catalog_dir)})
     storage = config.storage.model_copy(update={"state_dir": rel(config.storage.state_dir)})
     commands = config.commands.model_copy(update={"key_file": rel(config.commands.key_file)})
+    diagnostics = config.diagnostics
+    if diagnostics is not None:
+        diagnostics = diagnostics.model_copy(update={"signalset": rel(diagnostics.signalset)})
     return config.model_copy(update={"can": can, "mqtt": mqtt, "messages": messages, "storage": storage,
-                                     "commands": commands, "source": path.absolute()})
+                                     "commands": commands, "diagnostics": diagnostics,
+                                     "source": path.absolute()})

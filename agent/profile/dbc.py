@@ -14,6 +14,8 @@ from agent.core.errors import DbcError
 
 log = logging.getLogger(__name__)
 
+# The message a DBC editor (Vector CANdb++) keeps for signals assigned to no frame; cantools drops it.
+PLACEHOLDER_MESSAGE = "VECTOR__INDEPENDENT_SIG_MSG"
 _HEADER_RE = re.compile(r"^\s*(BS_|BU_)\s*:", re.MULTILINE)
 _FIRST_BO_RE = re.compile(r"^BO_ ", re.MULTILINE)
 

@@ -9,6 +9,19 @@ function localTimes(root) {
   }
 }
 
+// Chart axis labels are rendered in UTC; show them in the reader's time zone.
+function localAxes(root) {
+  for (const el of root.querySelectorAll("svg text[data-ts]")) {
+    const d = new Date(el.getAttribute("data-ts"));
+    if (isNaN(d)) continue;
+    if (el.dataset.fmt === "time") {
+      el.textContent = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    } else if (d.getHours() === 0) {  // day ticks are UTC midnights: local only where that is
+      el.textContent = d.toLocaleDateString([], { weekday: "short" });
+    }
+  }
+}
+
 function fragment(html) {
   const t = document.createElement("template");
   t.innerHTML = html.trim();  // server-rendered and escaped by the relay's templates
@@ -89,8 +102,72 @@ document.addEventListener("submit", (e) => {
   post(form, e.submitter);
 });
 
+// Web Push: the service worker, and the "Notify me" button of the settings page.
+function keyBytes(b64url) {
+  const b64 = b64url.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((b64url.length + 3) % 4);
+  return Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+}
+
+async function postJSON(url, body) {
+  const r = await fetch(url, { method: "POST", credentials: "same-origin", body: JSON.stringify(body),
+    headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRF-Token": csrf() } });
+  const answer = await r.json().catch(() => ({ ok: false, error: "The relay did not answer." }));
+  if (!answer.ok) throw new Error(answer.error || "The relay refused.");
+  return answer;
+}
+
+async function setUpPush() {
+  const key = document.querySelector('meta[name="vapid-key"]')?.content;
+  if (!key || !("serviceWorker" in navigator)) return;
+  const reg = await navigator.serviceWorker.register("/sw.js");
+  const button = document.getElementById("notify-me");
+  if (!button) return;
+  const status = document.getElementById("push-status");
+  const error = document.getElementById("push-error");
+  if (!("PushManager" in window) || !("Notification" in window)) {
+    status.textContent = "This browser cannot show notifications from a web app. On an iPhone, add carfriend to the home screen first.";
+    return;
+  }
+  let sub = await reg.pushManager.getSubscription();
+  const show = () => {
+    const on = sub && Notification.permission === "granted";
+    button.textContent = on ? "Stop notifications on this device" : "Notify me";
+    button.dataset.state = on ? "on" : "off";
+    if (on) status.textContent = "This device gets notifications.";
+  };
+  show();
+  button.hidden = false;
+  button.addEventListener("click", async () => {
+    error.hidden = true;
+    button.disabled = true;
+    try {
+      if (button.dataset.state === "on") {
+        await postJSON("/push/unsubscribe", { endpoint: sub.endpoint });
+        await sub.unsubscribe();
+        sub = null;
+        status.textContent = "This device no longer gets notifications.";
+      } else {
+        if (await Notification.requestPermission() !== "granted") {
+          throw new Error("Notifications are blocked for this site: allow them in the browser's site settings.");
+        }
+        sub = await reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: keyBytes(key) })
+          .catch((e) => { throw new Error(`This browser could not reach its push service (${e.message}).`); });
+        await postJSON("/push/subscribe", sub.toJSON());
+      }
+      show();
+    } catch (e) {
+      error.textContent = e.message;
+      error.hidden = false;
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  setUpPush().catch((e) => console.warn("push set-up:", e.message));
   localTimes(document);
+  localAxes(document);
   const tl = document.getElementById("timeline");
   if (tl?.dataset.events) { liveTimeline(tl); scrollToEnd(); }
   const fleet = document.getElementById("fleet");

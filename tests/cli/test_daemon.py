@@ -75,3 +75,27 @@ def _send(tx: can.BusABC) -> bool:
     for m in car_frames(time.time(), soc=60.0):
         tx.send(m)
     return False
+
+
+def test_the_periodic_counters_say_where_the_drops_come_from(tmp_path: Path) -> None:
+    channel = f"daemon-drops-{time.monotonic_ns()}"
+    env = {"CARFRIEND_CAN__CHANNEL": channel, "CARFRIEND_STORAGE__STATE_DIR": str(tmp_path)}
+    agent = Agent(load_config(EV_CONFIG, environ=env))
+    worker = threading.Thread(target=agent.run)
+    worker.start()
+    tx = can.Bus(interface="virtual", channel=channel)
+    try:
+        assert wait(lambda: agent.bus is not None)
+        for i in range(5):
+            tx.send(can.Message(arbitration_id=0x7DF, data=bytes(8), is_extended_id=False))
+            for m in car_frames(time.time() + i, soc=50.0, lv_v=3.0 + i * 0.1):  # a 12 V rail at 3 V: implausible
+                tx.send(m)
+        assert wait(lambda: agent.pipeline.decoder.drops.implausible >= 5)
+        line = agent._counters_line()
+    finally:
+        agent.request_stop()
+        worker.join(15)
+        tx.shutdown()
+    assert "unknown_id=5" in line and "implausible=5" in line
+    where = line.split("where[", 1)[1]
+    assert "unknown_id: 0x7DF 5;" in where and "implausible: LV_System.LV_Voltage 5" in where

@@ -197,8 +197,8 @@ def test_reply_later_schedules_off_peak_and_the_car_confirms_in_words(harness: H
     frames = harness.frames()
     sched = harness.vehicle.find_message("TCU_ChargeScheduleCmd").decode(frames[0].data)
     assert sched["StartMinutesRequest"] == 23 * 60 and str(sched["ScheduleRequest"]) == "ONCE"
-    state.set(vss.TIMER_MODE, "ONCE", now + 1)
-    state.set(vss.TIMER_TIME, 1380, now + 1)
+    state.set(vss.TIMER_MODE, "START_TIME", now + 1)  # VSS's value for the DBC's ONCE
+    state.set(vss.TIMER_START_MINUTE, 1380, now + 1)
     harness.runner.poll(state, now + 1)
     assert [r[2] for r in harness.results] == ["accepted", "completed"]
     assert harness.said == [("charge.scheduled", {"start": "23:00", "reason": "off-peak"})]

@@ -59,7 +59,7 @@ def test_enum_and_boolean_mappings() -> None:
     decoder.decode(0.0, fid, data)
     assert decoder.state.values[vss.IS_CHARGING] is True
     assert decoder.state.values[vss.CABLE_CONNECTED] is True
-    assert decoder.state.values[vss.GEAR] == "P"
+    assert decoder.state.values[vss.GEAR] == vss.GEAR_PARK  # VSS int8: 126 = P
 
 
 def test_dtc_broadcast_becomes_sae_code_in_dtc_list() -> None:

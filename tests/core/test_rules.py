@@ -97,7 +97,7 @@ def charge_samples(stop_soc: float, plugged_after: bool, glitch: bool = False) -
         if charging:
             soc = min(stop_soc, soc + 0.2)
         samples.append((float(t), {vss.IS_CHARGING: charging, vss.SOC: soc, vss.CHARGE_LIMIT: 80.0,
-                                   vss.PACK_POWER: 7.0 if charging else 0.0,
+                                   vss.PACK_POWER: 7000.0 if charging else 0.0,  # W (VSS)
                                    vss.CABLE_CONNECTED: plugged_after or t < 300}))
     return samples
 

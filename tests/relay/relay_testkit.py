@@ -32,7 +32,7 @@ except ImportError as exc:  # the relay extra is not installed: only the pure te
     print(f"tests/relay: {exc.name} missing (pip install -e '.[relay]'): relay server tests skipped")
     collect_ignore = [f"test_relay_{name}.py" for name in (
         "ingest", "web_auth", "commands", "restart", "e2e_agent", "browser", "poison", "render",
-        "broker_trust", "web_trust", "fuzz")]
+        "broker_trust", "web_trust", "fuzz", "charts", "metrics", "schema", "notify", "notify_browser", "notify_restart", "notify_parts")]
     Relay = Any  # type: ignore[misc,assignment]
 
 PASSWORD = "correct-horse-battery"

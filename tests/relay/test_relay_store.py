@@ -63,9 +63,10 @@ def test_migrations_build_the_schema_from_an_empty_database(empty_db: str) -> No
     if engine.dialect.name == "postgresql":
         with engine.connect() as conn:
             kinds = dict(conn.execute(text(
-                "SELECT table_name, data_type FROM information_schema.columns "
-                "WHERE column_name = 'seq'")).all())
-            assert set(kinds.values()) == {"bigint"}, kinds
+                "SELECT table_name || '.' || column_name, data_type FROM "
+                "information_schema.columns WHERE column_name IN ('seq', 'message_seq') "
+                "AND table_schema = 'public'")).all())
+            assert set(kinds.values()) == {"bigint"}, kinds  # notify_cursor too
             seq_type = conn.execute(text(
                 "SELECT data_type FROM information_schema.sequences "
                 "WHERE sequence_name = 'state_history_seq_seq'")).scalar()

@@ -1,0 +1,106 @@
+"""The vehicle profile's diagnostics: requests and signal set resolved into plans, every problem collected (reads files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agent.core import vss
+from agent.core.diag_j1979 import STANDARD_PATHS
+from agent.core.diag_plan import BitSpec, DiagPlan, DiagProfile, DiagValue, ndigits
+from agent.core.diag_profile import (
+    FUNCTIONAL_ID,
+    IDENTIFIER_BYTES,
+    OBD_RESPONSE_IDS,
+    DiagnosticsConfig,
+    DiagRequest,
+)
+from agent.core.settings import AgentConfig, SignalMap
+from agent.profile.signalset import SIGNALSET_SOURCE, SignalSetBuilder, parse_signalset
+
+MIN_STALE_S = 30.0
+
+
+def diag_mappings(config: AgentConfig) -> dict[str, SignalMap]:
+    """[signals] entries that name a signal-set signal rather than a DBC signal."""
+    return {p: m for p, m in config.mappings().items() if m.message == SIGNALSET_SOURCE}
+
+
+def load_diagnostics(config: AgentConfig) -> tuple[DiagProfile | None, list[str]]:
+    """(the profile, []) or (None, every problem); (None, []) when diagnostics are off."""
+    diag = config.diagnostics
+    where = str(config.source or "config")
+    overrides = diag_mappings(config)
+    if diag is None or not diag.enabled:
+        if overrides:
+            return None, [f'{where}: [signals] "{p}": "{m.source}" needs [diagnostics] signalset'
+                          for p, m in overrides.items()]
+        return None, []
+    problems: list[str] = []
+    notes: list[str] = []
+    plans = [_request_plan(r, diag, where) for r in diag.request]
+    if diag.signalset is not None:
+        plans += _signalset_plans(diag.signalset, diag, overrides, problems, notes)
+    elif overrides:
+        problems += [f'{where}: [signals] "{p}": "{m.source}" needs [diagnostics] signalset' for p, m in overrides.items()]
+    seen: dict[str, str] = {}
+    for plan in plans:
+        if plan.key in seen:
+            problems.append(f"{where}: [diagnostics] request {plan.label}: the same request as {seen[plan.key]}")
+        seen[plan.key] = plan.label
+    stale: dict[str, float] = {}
+    for plan in plans:
+        for v in plan.values:
+            if v.path is not None:
+                stale[v.path] = max(stale.get(v.path, 0.0), _stale_after(plan))
+    if diag.standard_pids:
+        for path in STANDARD_PATHS | {vss.DTC_LIST}:
+            stale.setdefault(path, max(MIN_STALE_S, 3 * max(diag.periods.model_dump().values())))
+    if problems:
+        return None, problems
+    return DiagProfile(diag, plans, stale, notes), []
+
+
+def _stale_after(plan: DiagPlan) -> float:
+    return max(MIN_STALE_S, 3 * max(plan.periods.values(), default=0.0))
+
+
+def _request_plan(r: DiagRequest, diag: DiagnosticsConfig, where: str) -> DiagPlan:
+    ident = b"" if r.identifier is None else r.identifier.to_bytes(IDENTIFIER_BYTES[r.service], "big")
+    functional = r.tx_id == FUNCTIONAL_ID
+    rx_ids = frozenset(OBD_RESPONSE_IDS) if r.rx_id is None else frozenset({r.rx_id})
+    p = r.periods or diag.periods
+    kind = {0x03: "dtc_stored", 0x07: "dtc_pending", 0x0A: "dtc_permanent", 0x19: "uds_dtc"}.get(r.service, "data")
+    plan = DiagPlan(key=f"{r.tx_id:X}.{r.service:02X}{ident.hex().upper()}", label=r.label, tx_id=r.tx_id,
+                    rx_ids=rx_ids, extended=r.is_extended, request=bytes([r.service]) + ident,
+                    periods={"driving": p.driving, "charging": p.charging, "parked": p.parked},
+                    timeout_s=r.timeout_s, kind=kind, functional=functional,  # type: ignore[arg-type]
+                    source=f"{where}: [[diagnostics.request]] {r.label}")
+    for i, s in enumerate(r.signal):
+        boolean = s.true_values is not None or s.path in vss.BOOLEAN_PATHS
+        lo, hi = vss.PLAUSIBLE.get(s.path, (None, None))
+        plan.values.append(DiagValue(
+            key=f"{r.label}.{i}", path=s.path,
+            spec=BitSpec(s.bit, s.length, s.signed, s.byte_order == "little_endian" and s.length > 8),
+            kind="bool" if boolean else "number", scale=s.scale, offset=s.offset,
+            na_raw=frozenset(s.not_available), true_raw=frozenset(s.true_values or [1]),
+            lo=s.min if s.min is not None else lo, hi=s.max if s.max is not None else hi,
+            ndigits=ndigits(s.scale)))
+    return plan
+
+
+def _signalset_plans(path: Path, diag: DiagnosticsConfig, overrides: dict[str, SignalMap],
+                     problems: list[str], notes: list[str]) -> list[DiagPlan]:
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        problems.append(f"{path}: cannot read signal set: {exc.strerror or exc}")
+        return []
+    sset, errors = parse_signalset(text, str(path))
+    if sset is None:
+        problems.extend(errors)
+        return []
+    builder = SignalSetBuilder(sset, str(path), diag, overrides)
+    plans = builder.plans()
+    problems.extend(builder.problems)
+    notes.extend(builder.notes)
+    return plans

@@ -1,0 +1,137 @@
+"""The poller on event time: never wake the car, periods per mode, bus share, backoff, NRCs (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.core import vss
+from agent.core.diag_plan import BitSpec, DiagPlan, DiagValue
+from agent.core.diag_poll import Poller
+from agent.core.diag_profile import DiagnosticsConfig
+from agent.core.state import VehicleState
+
+
+def plan(did: int, tx: int = 0x7E4, periods: tuple[float, float, float] = (10, 10, 300)) -> DiagPlan:
+    return DiagPlan(key=f"{tx:X}.22{did:04X}", label=f"{did:04X}", tx_id=tx, rx_ids=frozenset({tx + 8}),
+                    extended=False, request=bytes([0x22]) + did.to_bytes(2, "big"),
+                    periods=dict(zip(("driving", "charging", "parked"), periods, strict=True)),
+                    values=[DiagValue("SOC", vss.SOC, BitSpec(0, 8))])
+
+
+def poller(*plans: DiagPlan, **cfg: object) -> Poller:
+    return Poller(list(plans), DiagnosticsConfig(standard_pids=False, **cfg), 500_000)  # type: ignore[arg-type]
+
+
+def ok(p: DiagPlan) -> bytes:
+    return p.echo + b"\x40"
+
+
+def test_nothing_is_sent_on_a_silent_bus_and_polling_stops_as_soon_as_it_is_quiet() -> None:
+    a = plan(0x0101)
+    p, state = poller(a), VehicleState()
+    assert p.due(1000.0, state) == []  # never heard the car: not a single request
+    p.heard(1000.0)
+    assert p.due(1000.1, state) == [a]
+    p.on_payload(0x7EC, ok(a), 1000.2)
+    assert p.due(1400.0, state) == []  # due again, but the car has been quiet for 400 s
+    p.heard(1400.0)
+    assert p.due(1400.0, state) == [a]
+    p.on_payload(0x7EC, ok(a), 1400.1)
+    assert p.due(1403.2, state) == []  # 3.2 s without the car's own traffic: quiet
+    assert p.counts["sent"] == 2
+
+
+def test_periods_follow_the_vehicle_mode() -> None:
+    a = plan(0x0101, periods=(5, 20, 0))
+    p, state = poller(a), VehicleState({vss.SPEED: 100, vss.IS_CHARGING: 100})
+    t = 0.0
+    state.set(vss.SPEED, 50.0, t)
+    sent = []
+    while t < 60:
+        p.heard(t)
+        if p.due(t, state):
+            sent.append(t)
+            p.on_payload(0x7EC, ok(a), t + 0.05)
+        t += 1.0
+    assert sent == [0, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55]  # driving: every 5 s
+    state.set(vss.SPEED, 0.0, t)
+    state.set(vss.IS_CHARGING, True, t)
+    assert Poller.mode(state, t) == "charging"
+    state.set(vss.IS_CHARGING, False, t)
+    p.heard(t + 100)
+    assert p.due(t + 100, state) == []  # parked: never, in this plan
+
+
+def test_one_request_at_a_time_per_ecu() -> None:
+    a, b, c = plan(0x0101), plan(0x0102), plan(0x0101, tx=0x7E2)
+    p, state = poller(a, b, c), VehicleState()
+    p.heard(0.0)
+    assert p.due(0.0, state) == [a, c]  # b waits for a's answer: one at a time per ECU
+    assert p.due(0.1, state) == []
+    p.on_payload(0x7EC, ok(a), 0.2)
+    assert p.due(0.3, state) == [b]
+
+
+def test_an_ecu_that_times_out_is_backed_off_exponentially_and_capped() -> None:
+    a = plan(0x0101, periods=(1, 1, 1))
+    p, state = poller(a, timeouts_before_backoff=3, backoff_max_s=100.0), VehicleState()
+    sends: list[float] = []
+    t = 0.0
+    while t < 600:
+        p.heard(t)
+        if p.due(t, state):
+            sends.append(t)
+        t = round(t + 0.5, 1)
+    gaps = sorted({round(b - a, 1) for a, b in zip(sends, sends[1:], strict=False)})
+    assert gaps[0] == 1.0 and 30.0 <= gaps[1] <= 31.5 and 60.0 <= gaps[2] <= 61.5 and gaps[-1] <= 101.5
+    assert p.counts["ecu_backoff"] >= 5
+
+
+def test_nrc_out_of_range_stops_asking_pending_waits_and_conditions_back_off() -> None:
+    a, b, c = plan(0x0101, periods=(1, 1, 1)), plan(0x0101, tx=0x7E2, periods=(1, 1, 1)), \
+        plan(0x0101, tx=0x7E3, periods=(1, 1, 1))
+    p, state = poller(a, b, c), VehicleState()
+    p.heard(0.0)
+    assert p.due(0.0, state) == [a, b, c]
+    assert p.on_payload(0x7EC, b"\x7f\x22\x31", 0.1) == (a, "negative")
+    assert p.on_payload(0x7EA, b"\x7f\x22\x78", 0.1) == (b, "pending")
+    assert p.on_payload(0x7EB, b"\x7f\x22\x22", 0.1) == (c, "negative")
+    p.heard(4.0)
+    assert p.due(4.0, state) == []  # b still waits (responsePending: up to 5 s), c backs off 30 s
+    assert p.on_payload(0x7EA, ok(b), 4.5) == (b, "positive")
+    assert "0101" not in [x.label for x in p.due(5.0, state) if x.tx_id == 0x7E4]
+    assert p.disabled == {a.key: "NRC 0x31 request out of range"}
+    p.heard(31.0)
+    assert c in p.due(31.0, state)
+    assert p.counts["nrc_0x31"] == p.counts["nrc_0x78"] == p.counts["nrc_0x22"] == 1
+
+
+def test_unsolicited_and_late_responses_are_counted_not_used() -> None:
+    a = plan(0x0101)
+    p, state = poller(a), VehicleState()
+    assert p.on_payload(0x7EC, ok(a), 0.0) == (None, "unsolicited")  # never asked
+    assert p.on_payload(0x7EC, b"\x62\x99\x99\x00", 0.0) == (None, "unsolicited")
+    p.heard(1.0)
+    p.due(1.0, state)
+    assert p.on_payload(0x7ED, ok(a), 1.1) == (None, "unsolicited")  # another ECU's id: not its answer
+    assert a.tx_id in p.outstanding  # still waiting for the real one
+    p.expire(2.5)  # timed out
+    assert p.on_payload(0x7EC, ok(a), 2.6) == (a, "late")  # answered after all: real, current values
+    assert p.counts["late"] == 1 and p.counts["unsolicited"] == 3 and p.counts["timeout"] == 1
+
+
+@pytest.mark.parametrize("share", [0.01, 0.002])
+def test_polling_stays_under_its_share_of_the_bus(share: float) -> None:
+    plans = [plan(0x0101 + i, tx=0x7E0 + i, periods=(1, 1, 1)) for i in range(6)]
+    p, state = poller(*plans, bus_share=share), VehicleState()
+    bits = 0.0
+    t = 0.0
+    while t < 600:
+        p.heard(t)
+        for x in p.due(t, state):
+            payload = x.echo + bytes(59)  # a 62-byte answer: 9 frames + the flow control
+            p.on_payload(min(x.rx_ids), payload, t + 0.01)
+            bits += (1 + 10) * 135
+        t = round(t + 0.1, 1)
+    assert bits / 600 <= share * 500_000 * 1.05
+    assert p.counts["deferred_bus_share"] > 0

@@ -1,0 +1,148 @@
+"""Bad diagnostic traffic into the agent's ISO-TP ports: counted by reason, never fatal, never a wrong value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import can
+import pytest
+
+from agent.core import vss
+from agent.core.model import PersonaMessage
+from agent.core.pipeline import Pipeline
+from agent.io.diag_runtime import DiagRuntime
+from agent.profile.config import load_config
+from agent.profile.vehicle import load_vehicle
+
+ROOT = Path(__file__).resolve().parents[2]
+OBD_CONFIG = ROOT / "config" / "vehicles" / "carfriend-ev-obd.toml"
+
+
+def bms_response(soc_raw: int) -> list[bytes]:
+    """A 62-byte 22 0101 answer from the BMS in ISO-TP frames (first frame + 8 consecutive)."""
+    payload = bytearray(b"\x62\x01\x01" + bytes(59))
+    payload[3 + 4] = soc_raw
+    frames = [bytes([0x10, len(payload)]) + payload[:6]]
+    rest, seq = payload[6:], 1
+    while rest:
+        frames.append(bytes([0x20 | seq]) + rest[:7].ljust(7, b"\xaa"))
+        rest, seq = rest[7:], (seq + 1) & 0xF
+    return frames
+
+
+class Harness:
+    def __init__(self) -> None:
+        config = load_config(OBD_CONFIG, environ={})
+        vehicle = load_vehicle(config)
+        self.messages: list[PersonaMessage] = []
+        self.pipeline = Pipeline(vehicle, self.messages.append)
+        self.sent: list[can.Message] = []
+        assert vehicle.diagnostics is not None
+        self.diag = DiagRuntime(vehicle.diagnostics, self.pipeline, self.sent.append)
+        self.t = 1_000_000.0
+
+    def car(self, n: int = 1) -> None:
+        for _ in range(n):
+            self.t += 0.1
+            assert not self.diag.on_frame(self.t, 0x510, b"\x10\x01" + bytes(6))
+
+    def ask_bms(self) -> None:
+        """Poll until the BMS request goes out (other ECUs' requests are let time out)."""
+        for _ in range(200):
+            self.car()
+            before = len(self.sent)
+            self.diag.poll(self.t)
+            if any(m.arbitration_id == 0x7E4 and m.data[1:4] == b"\x22\x01\x01" for m in self.sent[before:]):
+                return
+        raise AssertionError("no BMS request")
+
+    def feed(self, can_id: int, data: bytes) -> None:
+        self.t += 0.001
+        assert self.diag.on_frame(self.t, can_id, data)
+
+
+@pytest.fixture
+def h() -> Harness:
+    return Harness()
+
+
+def test_a_good_multi_frame_answer_sends_flow_control_and_sets_the_value(h: Harness) -> None:
+    h.ask_bms()
+    first, *rest = bms_response(101)
+    h.feed(0x7EC, first)
+    assert h.sent[-1].arbitration_id == 0x7E4 and h.sent[-1].data[0] == 0x30  # flow control to the BMS
+    for f in rest:
+        h.feed(0x7EC, f)
+    assert h.pipeline.state.values[vss.SOC] == 50.5
+
+
+@pytest.mark.parametrize(("frames", "reason"), [
+    (lambda fs: [fs[0], fs[1], fs[3], *fs[4:]], "isotp_out_of_order"),  # a consecutive frame lost
+    (lambda fs: [fs[0] + b"\x00" * 8, *fs[1:]], "isotp_malformed"),  # 16 bytes: no classic CAN frame
+    (lambda fs: [fs[0], *fs[1:5], *bms_response(40)], "isotp_interrupted"),  # truncated, a new answer
+    (lambda fs: fs[1:], "isotp_unexpected_consecutive"),  # no first frame
+])
+def test_bad_iso_tp_sequences_are_counted_and_never_give_a_wrong_value(h: Harness, frames, reason: str) -> None:  # type: ignore[no-untyped-def]
+    h.ask_bms()
+    for f in frames(bms_response(101)):
+        h.feed(0x7EC, f)
+    assert h.diag.counts[reason] >= 1
+    assert h.pipeline.state.values.get(vss.SOC) in (None, 20.0)  # 101 never lands; the whole re-sent answer may
+
+
+def test_foreign_unsolicited_negative_and_short_answers_are_counted(h: Harness) -> None:
+    h.feed(0x7E4, b"\x03\x22\x01\x01")  # another tester's request: diagnostic traffic, not the car's
+    assert h.diag.poller.last_heard == float("-inf")
+    h.feed(0x7EC, b"\x04\x62\x99\x99\x00")  # an answer nobody asked for
+    assert h.diag.counts["unsolicited"] == 1
+    h.ask_bms()
+    h.feed(0x7EC, b"\x03\x7f\x22\x22")  # conditions not correct
+    assert h.diag.counts["nrc_0x22"] == 1
+    h.t += 40
+    h.ask_bms()
+    h.feed(0x7EC, b"\x05\x62\x01\x01\x00\x00")  # too short for its values
+    assert h.diag.counts["too_short"] >= 1
+    assert vss.SOC not in h.pipeline.state.values
+    assert h.messages == []
+
+
+EXTENDED = """
+[vehicle]
+id = "ext-car"
+[can]
+interface = "virtual"
+[diagnostics]
+standard_pids = false
+[[diagnostics.request]]
+tx_id = 0x18DA44F1
+rx_id = 0x18DAF144
+service = 0x22
+identifier = 0x0101
+[[diagnostics.request.signal]]
+path = "Vehicle.Powertrain.TractionBattery.StateOfCharge.Displayed"
+bit = 32
+length = 8
+scale = 0.5
+"""
+
+
+def test_29_bit_ids_request_flow_control_and_answer(tmp_path: Path) -> None:
+    path = tmp_path / "ext.toml"
+    path.write_text(EXTENDED)
+    vehicle = load_vehicle(load_config(path, environ={}))
+    assert vehicle.diagnostics is not None
+    pipeline = Pipeline(vehicle, lambda m: None)
+    sent: list[can.Message] = []
+    diag = DiagRuntime(vehicle.diagnostics, pipeline, sent.append)
+    t = 1000.0
+    assert not diag.on_frame(t, 0x510, bytes(8))  # the car talks
+    diag.poll(t)
+    assert [(m.arbitration_id, m.is_extended_id, bytes(m.data)) for m in sent] == [
+        (0x18DA44F1, True, b"\x03\x22\x01\x01\xaa\xaa\xaa\xaa")]  # padded to 8 bytes
+    first, *rest = bms_response(150)
+    assert diag.on_frame(t + 0.02, 0x18DAF144, first)
+    assert sent[-1].arbitration_id == 0x18DA44F1 and sent[-1].is_extended_id and sent[-1].data[0] == 0x30
+    for f in rest:
+        diag.on_frame(t + 0.03, 0x18DAF144, f)
+    assert pipeline.state.values[vss.SOC] == 75.0
+    assert vehicle.can_filters() is None  # nothing broadcast mapped: every frame shows the car awake
