@@ -11,6 +11,9 @@ python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v openssl >/dev/null || need+=(openssl)
 command -v chromium >/dev/null || need+=(chromium)   # the relay's browser test
+# The relay's suite starts its own throw-away PostgreSQL cluster (initdb + pg_ctl, no service).
+command -v initdb >/dev/null || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null \
+  || need+=(postgresql)
 # The real-kernel VM tests' packages (qemu, udev, ...): one list, kept in tests/vm/setup.sh.
 if [ "${CARFRIEND_TEST_VM:-1}" = 1 ]; then
   read -r -a vm_need <<< "$(sh tests/vm/setup.sh --missing)"
