@@ -153,6 +153,8 @@ class Agent:
         diag = self.diag
         if diag is None or not diag.on_frame(ts, can_id, data):
             self.pipeline.process(ts, can_id, data)
+            if diag is not None:
+                diag.after_broadcast(ts, can_id)
 
     def _read_once(self) -> None:
         bus = self.bus

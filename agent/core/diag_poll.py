@@ -94,6 +94,13 @@ class Poller:
         if ts > self.last_heard:
             self.last_heard = ts
 
+    def awake_signal(self, value: object, ts: float) -> None:
+        """The configured awake signal, decoded from a frame of the car's own at event time ts
+        (never from a polled answer): a true value is evidence the car is awake."""
+        if value is True or (isinstance(value, int | float) and not isinstance(value, bool) and value):
+            self.counts["awake_signal"] += 1
+            self.heard(ts)
+
     def awake(self, now: float) -> bool:
         return now - self.last_heard <= self.diag.quiet_after_s
 

@@ -170,4 +170,23 @@ class DiagnosticsConfig(_Model):
     backoff_max_s: Annotated[float, Field(ge=1)] = 600.0
     # Seconds between two DTC reads (services 03, 07, 0A) while awake; 0: never.
     dtc_period_s: Period = 300.0
+    # Further evidence that the car is awake, besides any frame of its own: ids of the car's own
+    # frames (e.g. a network-management heartbeat) that pass the kernel filters for that, and a
+    # boolean VSS path mapped from a broadcast DBC signal (ignition on, IsCharging) whose frame,
+    # decoded true, counts. Both only within quiet_after_s; never polling traffic.
+    awake_ids: list[Annotated[int, Field(ge=0, le=0x1FFFFFFF)]] = Field(default_factory=list, max_length=32)
+    awake_signal: Annotated[str, Field(pattern=r"^Vehicle(\.[A-Za-z0-9_]+)+$")] | None = None
     request: list[DiagRequest] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _awake_ids(self) -> DiagnosticsConfig:
+        polling = {FUNCTIONAL_ID, *range(0x7E0, 0x7F0)}
+        for r in self.request:
+            polling.add(r.tx_id)
+            if r.rx_id is not None:
+                polling.add(r.rx_id)
+        for fid in self.awake_ids:
+            if fid in polling:
+                raise ValueError(f"awake_ids: 0x{fid:X} is polling traffic (a request or response id): "
+                                 "only frames the car sends of its own may show it awake")
+        return self

@@ -49,6 +49,10 @@ class DiagRuntime:
         for tx, rx, ext in sorted(pairs):
             self.ports.setdefault(rx, IsoTpPort(tx, rx, ext, send, self.counts))
         self._functional: dict[bool, IsoTpPort] = {}
+        awake = profile.config.awake_signal
+        self.awake_signal_ids = frozenset(
+            fid for fid, plan in pipeline.decoder.plans.items() if any(sp.path == awake for sp in plan.signals)
+        ) if awake else frozenset()
         self.ours = frozenset(self.ports) | {p.tx_id for p in profile.plans} | {FUNCTIONAL_ID} | \
             {rx - 8 for rx in OBD_RESPONSE_IDS}
 
@@ -65,6 +69,14 @@ class DiagRuntime:
         for payload in port.feed(data):
             self._payload(can_id, payload, ts)
         return True
+
+    def after_broadcast(self, ts: float, can_id: int) -> None:
+        """A frame of the car's own went through the DBC decoder: a true awake signal it carried
+        (stamped at ts, so read from this very frame, never from a polled answer) shows the car awake."""
+        if can_id in self.awake_signal_ids:
+            path = self.profile.config.awake_signal
+            assert path is not None
+            self.poller.awake_signal(self.pipeline.state.current(path, ts, 0.0), ts)
 
     def _payload(self, rx_id: int, payload: bytes, ts: float) -> None:
         if self.send is None:

@@ -42,6 +42,7 @@ def load_diagnostics(config: AgentConfig) -> tuple[DiagProfile | None, list[str]
         plans += _signalset_plans(diag.signalset, diag, overrides, problems, notes)
     elif overrides:
         problems += [f'{where}: [signals] "{p}": "{m.source}" needs [diagnostics] signalset' for p, m in overrides.items()]
+    problems += _awake_problems(config, plans, where)
     seen: dict[str, str] = {}
     for plan in plans:
         if plan.key in seen:
@@ -58,6 +59,23 @@ def load_diagnostics(config: AgentConfig) -> tuple[DiagProfile | None, list[str]
     if problems:
         return None, problems
     return DiagProfile(diag, plans, stale, notes), []
+
+
+def _awake_problems(config: AgentConfig, plans: list[DiagPlan], where: str) -> list[str]:
+    """The awake signal must come from the car's own broadcast frames, never from a polled answer."""
+    diag = config.diagnostics
+    path = diag.awake_signal if diag is not None else None
+    if path is None:
+        return []
+    mapping = config.mappings().get(path)
+    if mapping is None or mapping.message == SIGNALSET_SOURCE:
+        return [f'{where}: [diagnostics] awake_signal "{path}": not mapped from a DBC signal in [signals] '
+                "(the evidence must be a frame the car sends of its own)"]
+    polled = [p.label for p in plans for v in p.values if v.path == path]
+    if polled:
+        return [f'{where}: [diagnostics] awake_signal "{path}": also polled by request {polled[0]}; '
+                "an answer to our own request must never show the car awake"]
+    return []
 
 
 def _stale_after(plan: DiagPlan) -> float:
