@@ -114,6 +114,10 @@ class DiagRequest(_Model):
     timeout_s: Annotated[float, Field(gt=0, le=30)] = 1.0
     periods: Periods | None = None  # default: [diagnostics.periods]
     signal: list[DiagSignal] = Field(default_factory=list)
+    # Instead of inline signals: a message of the config's DBCs describing the whole reassembled
+    # response ("UDS DBC" style: the service byte first, multiplexed on service and identifier),
+    # its signals mapped to VSS in [signals] as "MESSAGE.SIGNAL".
+    dbc_message: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]{1,64}$")] | None = None
 
     @model_validator(mode="after")
     def _read_only(self) -> DiagRequest:
@@ -131,6 +135,8 @@ class DiagRequest(_Model):
         if self.service == 0x19 and self.identifier is not None and self.identifier >> 8 != 0x02:
             raise ValueError(f"request {label}: service 0x19 only with sub-function 0x02 "
                              "(identifier 0x02MM, MM the status mask)")
+        if self.dbc_message is not None and self.signal:
+            raise ValueError(f"request {label}: dbc_message and inline signals exclude each other")
         if self.tx_id != FUNCTIONAL_ID and self.rx_id is None:
             raise ValueError(f"request {label}: rx_id is required unless tx_id is 0x7DF (functional)")
         if not self.is_extended and (self.tx_id > 0x7FF or (self.rx_id or 0) > 0x7FF):
