@@ -162,6 +162,20 @@ class Poller:
         self._send(plan, now)
         return plan
 
+    def remember(self, supported: dict[int, set[int]]) -> None:
+        """Supported PIDs per response id known from an earlier run: no bitmap is asked again."""
+        if self.discovery is None or self.discovery.done or not supported:
+            return
+        self.discovery = Discovery(pending=[], supported={rx: set(p) for rx, p in supported.items()}, done=True)
+        self._finish_discovery()
+
+    def discovered(self) -> dict[int, set[int]] | None:
+        """Supported PIDs per response id once discovery is done and some ECU answered, else None."""
+        d = self.discovery
+        if d is None or not d.done or not any(d.supported.values()):
+            return None
+        return d.supported
+
     def _finish_discovery(self) -> None:
         d = self.discovery
         assert d is not None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 import can
 
@@ -20,6 +21,7 @@ from agent.core.diag_poll import Poller
 from agent.core.diag_profile import FUNCTIONAL_ID, OBD_RESPONSE_IDS
 from agent.core.pipeline import Pipeline
 from agent.io.isotp_link import IsoTpPort
+from agent.io.pid_memory import load_supported, save_supported
 
 log = logging.getLogger(__name__)
 Send = Callable[[can.Message], None]
@@ -28,7 +30,9 @@ Send = Callable[[can.Message], None]
 class DiagRuntime:
     """One vehicle's diagnostic polling; runs on the worker thread that owns the pipeline."""
 
-    def __init__(self, profile: DiagProfile, pipeline: Pipeline, send: Send | None, *, bitrate: int = 500_000) -> None:
+    def __init__(self, profile: DiagProfile, pipeline: Pipeline, send: Send | None, *, bitrate: int = 500_000,
+                 memory: Path | None = None, vehicle_id: str = "") -> None:
+        """memory: the state-dir file remembering the supported standard PIDs across restarts."""
         self.profile = profile
         self.pipeline = pipeline
         self.send = send
@@ -37,6 +41,15 @@ class DiagRuntime:
         skip = profile.skip_paths | broadcast
         self.poller = Poller(profile.plans, profile.config, bitrate, skip_paths=skip)
         self.poller.counts = self.counts
+        self.memory = memory if send is not None and profile.config.standard_pids else None
+        self.vehicle_id = vehicle_id
+        self._remembered = False
+        if self.memory is not None:
+            known = load_supported(self.memory, vehicle_id)
+            if known is not None:
+                self.poller.remember(known)
+                self._remembered = True
+                self.counts["supported_pids_remembered"] += 1
         self.decoder = DiagDecoder(pipeline.state)
         self.decoder.drops = self.counts
         self.replay_plans: list[DiagPlan] = []
@@ -114,7 +127,13 @@ class DiagRuntime:
         self._send_due(now)
 
     def _send_due(self, now: float) -> None:
-        for plan in self.poller.due(now, self.pipeline.state):
+        due = self.poller.due(now, self.pipeline.state)
+        if self.memory is not None and not self._remembered:
+            found = self.poller.discovered()
+            if found is not None:
+                save_supported(self.memory, self.vehicle_id, found)
+                self._remembered = True
+        for plan in due:
             try:
                 port = self._port_for(plan)
                 port.now = now
