@@ -160,3 +160,16 @@ def test_awake_ids_must_not_be_polling_traffic() -> None:
         DiagnosticsConfig(awake_ids=[0x18DAF144], request=[{  # type: ignore[list-item]
             "tx_id": 0x18DA44F1, "rx_id": 0x18DAF144, "service": 0x22, "identifier": 0x0101}])
     assert DiagnosticsConfig(awake_ids=[0x510]).awake_ids == [0x510]
+
+
+def test_remembered_supported_pids_skip_the_bitmaps() -> None:
+    p = Poller([], DiagnosticsConfig(dtc_period_s=0), 500_000)
+    state = VehicleState()
+    p.remember({})  # nothing known: discovery still runs
+    p.heard(0.0)
+    assert [x.request for x in p.due(0.0, state)] == [b"\x01\x00"]
+    q = Poller([], DiagnosticsConfig(dtc_period_s=0), 500_000)
+    q.remember({0x7E8: {0x0D}})
+    assert q.discovered() == {0x7E8: {0x0D}}
+    q.heard(0.0)
+    assert [(x.tx_id, x.request) for x in q.due(0.0, state)] == [(0x7E0, b"\x01\x0d")]  # no bitmap at all

@@ -213,3 +213,15 @@ def test_an_awake_signal_that_is_polled_or_not_broadcast_is_refused(tmp_path: Pa
     path.write_text(polled)
     with pytest.raises(Exception, match=r"polled.toml: \[diagnostics\] awake_signal .*not mapped from a DBC"):
         load_vehicle(load_config(path, environ={}))
+
+
+def test_an_awake_signal_that_a_diagnostic_request_also_polls_is_refused(tmp_path: Path) -> None:
+    polled = AWAKE + """[[diagnostics.request.signal]]
+path = "Vehicle.Powertrain.TractionBattery.Charging.IsCharging"
+bit = 0
+length = 1
+"""
+    path = tmp_path / "polled.toml"
+    path.write_text(polled)
+    with pytest.raises(Exception, match=r"awake_signal .*IsCharging\": also polled by request 7E4.220101"):
+        load_vehicle(load_config(path, environ={}))
