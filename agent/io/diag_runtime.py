@@ -9,6 +9,7 @@ sent and responses in a recorded session are matched to their request by their e
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +45,7 @@ class DiagRuntime:
         self.memory = memory if send is not None and profile.config.standard_pids else None
         self.vehicle_id = vehicle_id
         self._remembered = False
+        self.saver: threading.Thread | None = None  # writes the memory file once discovery is done
         if self.memory is not None:
             known = load_supported(self.memory, vehicle_id)
             if known is not None:
@@ -131,7 +133,11 @@ class DiagRuntime:
         if self.memory is not None and not self._remembered:
             found = self.poller.discovered()
             if found is not None:
-                save_supported(self.memory, self.vehicle_id, found)
+                # Off the worker thread: a disk stalled by other writers must not stall polling.
+                snapshot = {rx: set(pids) for rx, pids in found.items()}
+                self.saver = threading.Thread(target=save_supported, args=(self.memory, self.vehicle_id, snapshot),
+                                              name="pid-memory", daemon=True)
+                self.saver.start()
                 self._remembered = True
         for plan in due:
             try:

@@ -53,6 +53,8 @@ def discover(diag: DiagRuntime, sent: list[can.Message], t: float) -> float:
         t += 0.1
         diag.on_frame(t, 0x510, bytes(8))
         diag.poll(t)
+    assert diag.saver is not None
+    diag.saver.join(10)  # the file is written off the worker thread
     return t
 
 
