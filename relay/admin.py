@@ -10,7 +10,7 @@ import sys
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from agent.core.errors import CarfriendError
 from relay.auth import hash_password
@@ -27,9 +27,14 @@ class AdminError(CarfriendError):
 
 
 def open_db(config: RelayConfig) -> Session:
+    return open_sessions(config)()
+
+
+def open_sessions(config: RelayConfig) -> sessionmaker[Session]:
+    """Sessions on the relay's database, its schema brought up to date first."""
     engine = make_engine(config.database.url)
     migrate(engine)
-    return make_sessionmaker(engine)()
+    return make_sessionmaker(engine)
 
 
 def add_vehicles(s: Session, config: RelayConfig, ids: list[str], name: str = "",

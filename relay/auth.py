@@ -1,25 +1,31 @@
-"""Passwords, login rate limiting, CSRF tokens and the session secret (reads/writes the secret file only)."""
+"""Passwords, login rate limiting, CSRF tokens and the session secret (the limiter and the
+shared secret in the database; reads/writes the secret file)."""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import os
 import secrets
 import stat
-import threading
-import time
-from collections import OrderedDict, deque
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
 
 from agent.core.errors import ConfigError
 from agent.profile.config import credential
+from relay.models import LoginFailure, RelaySetting
 
 log = logging.getLogger(__name__)
 MIN_SECRET = 32
+SECRET_SETTING = "session_secret"
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
 # Verified against when the user does not exist, so timing does not reveal who has an account.
@@ -38,77 +44,51 @@ def verify_password(stored_hash: str | None, password: str) -> bool:
 
 
 class LoginLimiter:
-    """Failed logins, in memory. A (username, address) pair is refused after ``attempts``
-    failures in the window, and an address after 4x that (one address spraying many names). An
-    account is never refused: once it has ``attempts`` failures from anywhere, each answer for
-    it waits longer (0.5 s doubling up to ``max_delay_s``), so a stranger can slow a user's
-    login down but never lock them out. The table holds at most ``max_keys`` entries: beyond,
-    expired and then least recently failed unblocked entries are forgotten, never all at once."""
+    """Failed logins, in the database, so every relay instance counts the same ones. A
+    (username, address) pair is refused after ``attempts`` failures in the window, and an
+    address after 4x that (one address spraying many names). An account is never refused: once
+    it has ``attempts`` failures from anywhere, each answer for it waits longer (0.5 s doubling
+    up to ``max_delay_s``), so a stranger can slow a user's login down but never lock them out.
+    Failures older than the window are deleted as new ones come in, so the table stays bounded."""
 
-    def __init__(self, attempts: int, window_s: float, max_delay_s: float = 5.0,
-                 max_keys: int = 100_000) -> None:
+    def __init__(self, sessions: sessionmaker[Session], attempts: int, window_s: float,
+                 max_delay_s: float = 5.0) -> None:
+        self.sessions = sessions
         self.attempts = attempts
-        self.window_s = window_s
+        self.window = timedelta(seconds=window_s)
         self.max_delay_s = max_delay_s
-        self.max_keys = max_keys
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
-        self._lock = threading.Lock()
 
-    def check(self, username: str, address: str, now: float | None = None) -> tuple[bool, float]:
+    def check(self, username: str, address: str, now: datetime) -> tuple[bool, float]:
         """(refused, seconds to wait before answering) for a login attempt."""
-        now = time.monotonic() if now is None else now
         pair, addr, user = self._keys(username, address)
-        with self._lock:
-            refused = (self._count(pair, now) >= self.attempts
-                       or self._count(addr, now) >= 4 * self.attempts)
-            excess = self._count(user, now) - self.attempts
+        with self.sessions() as s:
+            counts = dict(s.execute(
+                select(LoginFailure.key, func.count()).where(
+                    LoginFailure.key.in_((pair, addr, user)), LoginFailure.at > now - self.window)
+                .group_by(LoginFailure.key)).all())
+        refused = (counts.get(pair, 0) >= self.attempts
+                   or counts.get(addr, 0) >= 4 * self.attempts)
+        excess = counts.get(user, 0) - self.attempts
         delay = 0.0 if excess < 0 else min(self.max_delay_s, 0.5 * 2.0 ** min(excess, 16))
         return refused, delay
 
-    def failed(self, username: str, address: str, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            for key in self._keys(username, address):
-                recent = self._failures.pop(key, None) or deque()
-                self._prune(recent, now)
-                recent.append(now)
-                self._failures[key] = recent  # now the most recently failed
-            self._shrink(now)
+    def failed(self, username: str, address: str, now: datetime) -> None:
+        with self.sessions() as s, s.begin():
+            s.execute(delete(LoginFailure).where(LoginFailure.at <= now - self.window))
+            s.execute(insert(LoginFailure), [{"key": k, "at": now}
+                                             for k in self._keys(username, address)])
 
     def succeeded(self, username: str, address: str) -> None:
         pair, _addr, user = self._keys(username, address)
-        with self._lock:
-            self._failures.pop(pair, None)
-            self._failures.pop(user, None)
+        with self.sessions() as s, s.begin():
+            s.execute(delete(LoginFailure).where(LoginFailure.key.in_((pair, user))))
 
     @staticmethod
     def _keys(username: str, address: str) -> tuple[str, str, str]:
         name = username.lower()
-        return f"pair:{name}|{address}", f"addr:{address}", f"user:{name}"
-
-    def _count(self, key: str, now: float) -> int:
-        recent = self._failures.get(key)
-        if recent is None:
-            return 0
-        self._prune(recent, now)
-        return len(recent)
-
-    def _prune(self, recent: deque[float], now: float) -> None:
-        while recent and now - recent[0] > self.window_s:
-            recent.popleft()
-
-    def _shrink(self, now: float) -> None:
-        """Bounded memory: forget the oldest entries that block nothing (a blocked one met on
-        the way is moved to the back, so it is not scanned again soon)."""
-        scanned = 0
-        while len(self._failures) > self.max_keys and scanned < 2 * self.max_keys:
-            key, recent = next(iter(self._failures.items()))
-            self._prune(recent, now)
-            if len(recent) >= self.attempts:
-                self._failures.move_to_end(key)
-            else:
-                del self._failures[key]
-            scanned += 1
+        return tuple(  # type: ignore[return-value]
+            hashlib.sha256(k.encode("utf-8", "replace")).hexdigest()
+            for k in (f"pair:{name}|{address}", f"addr:{address}", f"user:{name}"))
 
 
 def new_csrf_token() -> str:
@@ -117,6 +97,27 @@ def new_csrf_token() -> str:
 
 def csrf_ok(expected: str | None, given: object) -> bool:
     return bool(expected) and isinstance(given, str) and hmac.compare_digest(str(expected), given)
+
+
+def session_secret(secret_file: Path | None, sessions: sessionmaker[Session]) -> str:
+    """The cookie-signing secret every instance shares: the systemd credential `session-secret`,
+    else ``[web] secret_file`` when one is set, else one kept in the database (made by whichever
+    instance starts first)."""
+    if secret_file is not None or credential("session-secret") is not None:
+        return load_or_create_secret(secret_file or Path("relay-secret.key"))
+    return database_secret(sessions)
+
+
+def database_secret(sessions: sessionmaker[Session]) -> str:
+    with sessions() as s, s.begin():
+        dialect: Any = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
+        s.execute(dialect.insert(RelaySetting).values(
+            name=SECRET_SETTING, value=secrets.token_urlsafe(48)).on_conflict_do_nothing())
+        value = s.scalar(select(RelaySetting.value).where(RelaySetting.name == SECRET_SETTING))
+    if value is None or len(value) < MIN_SECRET:
+        raise ConfigError(f"relay_settings: {SECRET_SETTING} is missing or shorter than "
+                          f"{MIN_SECRET} characters; delete that row to have a new one made")
+    return value
 
 
 def load_or_create_secret(path: Path) -> str:

@@ -53,6 +53,23 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
     a = actions.add_parser("list", help="list vehicles, users and roles")
     a.set_defaults(func=cmd_list)
 
+    a = actions.add_parser("export", help="write everything kept about a vehicle (JSON, or "
+                                          "CSV files in a ZIP)")
+    a.add_argument("--vehicle", required=True, metavar="ID")
+    a.add_argument("--format", choices=("json", "csv"), default="json")
+    a.add_argument("--output", "-o", type=Path, help="file to write (default: stdout for json)")
+    a.set_defaults(func=cmd_export)
+
+    a = actions.add_parser("purge", help="delete a vehicle's history (messages, state, "
+                                         "commands, appointments, fleet reports)")
+    a.add_argument("--vehicle", required=True, metavar="ID")
+    a.add_argument("--yes", action="store_true", help="do not ask to type the id again")
+    a.set_defaults(func=cmd_purge)
+
+    a = actions.add_parser("prune", help="apply [retention] now: delete old rows, thin the "
+                                         "state history (the relay also does it on a schedule)")
+    a.set_defaults(func=cmd_prune)
+
     from relay.fleet_sim import add_fleet_sim
     add_fleet_sim(sub)
 
@@ -129,6 +146,55 @@ def cmd_list(args: argparse.Namespace) -> int:
     from relay.admin import listing, open_db
     with open_db(_config(args)) as s:
         print("\n".join(listing(s)))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import sys
+
+    from relay.admin import AdminError, open_db
+    from relay.privacy import export_vehicle, to_csv_zip, to_json
+    with open_db(_config(args)) as s:
+        try:
+            data = export_vehicle(s, args.vehicle)
+        except KeyError:
+            raise AdminError(f"unknown vehicle {args.vehicle!r}") from None
+    body = to_csv_zip(data) if args.format == "csv" else to_json(data)
+    if args.output is None:
+        if args.format == "csv":
+            raise AdminError("--format csv writes a ZIP: give --output FILE")
+        sys.stdout.buffer.write(body + b"\n")
+    else:
+        args.output.write_bytes(body)
+        print(f"{args.vehicle}: {len(body)} bytes written to {args.output}")
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    import getpass
+
+    from relay.admin import AdminError, open_db
+    from relay.privacy import purge_vehicle
+    if not args.yes and input(f"Type {args.vehicle} to delete its history: ").strip() \
+            != args.vehicle:
+        raise AdminError("not confirmed: nothing deleted")
+    with open_db(_config(args)) as s:
+        try:
+            deleted = purge_vehicle(s, args.vehicle, by=f"operator {getpass.getuser()} (cli)")
+        except KeyError:
+            raise AdminError(f"unknown vehicle {args.vehicle!r}") from None
+        s.commit()
+    print(f"{args.vehicle}: " + ", ".join(f"{k} {v}" for k, v in deleted.items()) + " deleted")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from relay.admin import open_sessions
+    from relay.models import utcnow
+    from relay.retention import Pruner
+    config = _config(args)
+    counts = Pruner(open_sessions(config), config.retention).prune(utcnow())
+    print(", ".join(f"{k}: {v} deleted" for k, v in counts.items()) or "nothing to delete")
     return 0
 
 

@@ -63,14 +63,20 @@ class DatabaseConfig(_Model):
 class WebConfig(_Model):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
-    # File holding the cookie-signing secret; created (0600) on first start when missing.
-    secret_file: Path = Path("relay-secret.key")
+    # File holding the cookie-signing secret; created (0600) on first start when missing. Unset
+    # (the default): the secret is kept in the database, so every relay instance shares it.
+    # The systemd credential `session-secret` wins over both.
+    secret_file: Path | None = None
     # Mark cookies Secure (sent over HTTPS only). Unset: on, unless `host` is a loopback address
     # (a developer's machine, or a TLS proxy on the same host that talks to the relay over http).
     secure_cookies: bool | None = None
     session_max_age_s: Annotated[int, Field(ge=60)] = 14 * 24 * 3600
     login_attempts_per_window: Annotated[int, Field(ge=1)] = 5
     login_window_s: Annotated[int, Field(ge=1)] = 300
+    # Live pages re-read the database at least this often. Updates arrive at once anyway: from
+    # this instance's ingest, and on PostgreSQL from every instance (LISTEN/NOTIFY); the poll
+    # covers a lost notification.
+    live_poll_s: Annotated[float, Field(ge=0.2, le=300)] = 5.0
 
 
 class IngestConfig(_Model):
@@ -96,6 +102,30 @@ class KeysConfig(_Model):
 class CommandsConfig(_Model):
     climate_min_c: float = 16.0
     climate_max_c: float = 28.0
+
+
+class RetentionConfig(_Model):
+    """How long each table keeps rows (days of event or arrival time); 0 keeps them forever."""
+
+    # The state history at full resolution, then thinned to one row per state_downsample_s
+    # per vehicle, kept state_days in all.
+    state_raw_days: Annotated[float, Field(ge=0)] = 7
+    state_downsample_s: Annotated[int, Field(ge=60, le=86400)] = 900
+    state_days: Annotated[float, Field(ge=0)] = 365
+    messages_days: Annotated[float, Field(ge=0)] = 730
+    commands_days: Annotated[float, Field(ge=0)] = 90  # commands and their results
+    appointments_days: Annotated[float, Field(ge=0)] = 730
+    fleet_reports_days: Annotated[float, Field(ge=0)] = 30
+    # The relay prunes every interval_s (0: only `carfriend relay prune`), in transactions of
+    # at most batch_rows rows, so the ingest never waits long for one.
+    interval_s: Annotated[float, Field(ge=0)] = 3600
+    batch_rows: Annotated[int, Field(ge=100, le=100_000)] = 2000
+
+    @model_validator(mode="after")
+    def _raw_within_total(self) -> RetentionConfig:
+        if self.state_days and self.state_raw_days > self.state_days:
+            raise ValueError("state_raw_days is longer than state_days")
+        return self
 
 
 class MetricsConfig(_Model):
@@ -157,6 +187,7 @@ class RelayConfig(_Model):
     ingest: IngestConfig = IngestConfig()
     keys: KeysConfig = KeysConfig()
     commands: CommandsConfig = CommandsConfig()
+    retention: RetentionConfig = RetentionConfig()
     metrics: MetricsConfig = MetricsConfig()
     notify: NotifyConfig = NotifyConfig()
 
@@ -199,7 +230,8 @@ def resolve_paths(config: RelayConfig, base: Path) -> RelayConfig:
                                     ("key_file", mqtt.key_file)) if v is not None}
     return config.model_copy(update={
         "database": config.database.model_copy(update={"url": url}),
-        "web": config.web.model_copy(update={"secret_file": rel(config.web.secret_file)}),
+        "web": config.web.model_copy(update={
+            "secret_file": rel(config.web.secret_file) if config.web.secret_file else None}),
         "keys": config.keys.model_copy(update={"dir": rel(config.keys.dir)}),
         "notify": config.notify.model_copy(update={
             "vapid_key_file": rel(config.notify.vapid_key_file),

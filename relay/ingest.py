@@ -386,7 +386,8 @@ def _same_vehicle(topic_vehicle: str, body_vehicle: object) -> None:
 
 
 def appointment_key(doc: dict[str, Any]) -> str:
-    """The appointment's own id when it has one, else a digest of its content (duplicates collapse)."""
+    """The document's own id when it has one, else a digest of its content (duplicates
+    collapse): appointments and fleet reports."""
     own = doc.get("id")
     if isinstance(own, str) and 0 < len(own) <= 64:
         return own

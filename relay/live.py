@@ -19,7 +19,7 @@ from relay import queries
 from relay.hub import ALL
 from relay.models import Vehicle, utcnow
 from relay.permissions import Access
-from relay.views import _vehicle_for
+from relay.views import _vehicle_for, page_number
 from relay.web import AppContext, require_user, session_user
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -87,8 +87,8 @@ def _vehicle_updates(s: Any, vehicle: Vehicle, acc: Access, cursor: Cursor,
     item = templates.get_template("_message.html")
     for m in queries.timeline_messages(s, vehicle.id, acc, cursor.message_seq, 200):
         html = item.render(item=m, access=acc, vehicle=vehicle, answered=set(), csrf="")
-        out.append(sse("item", html, str(m.seq)))
-        cursor.message_seq = m.seq
+        out.append(sse("item", html, str(m.vseq)))
+        cursor.message_seq = m.vseq
     if acc.can_see_commands:
         cmd_tpl = templates.get_template("_command.html")
         for c in queries.recent_commands(s, vehicle.id, utcnow() - timedelta(days=1)):
@@ -111,12 +111,13 @@ async def fleet_events(request: Request) -> Response:
     token = request.session.get("sid")
     templates = request.app.state.templates
     last: list[str] = [""]
+    page = page_number(request)
 
     def updates() -> list[str]:
         with ctx.sessions() as s:
             _still_allowed(s, token, user.id)
-            view = queries.fleet(s, user.id, utcnow())
-        if not view.rows:  # no longer an operator of any car
+            view = queries.fleet(s, user.id, utcnow(), page)
+        if not view.total:  # no longer an operator of any car
             raise StreamEnded()
         html = templates.get_template("_fleet_table.html").render(fleet=view)
         if html == last[0]:

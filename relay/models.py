@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -36,6 +37,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+# 64-bit row numbers on PostgreSQL (a 32-bit serial runs out in about 67 days at 100,000 cars);
+# on SQLite an INTEGER PRIMARY KEY is already 64-bit, and only that spelling is its rowid.
+RowId = BigInteger().with_variant(Integer(), "sqlite")
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON}
@@ -52,6 +58,8 @@ class Vehicle(Base):
     last_seen: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     state: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     state_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # Event time of the newest state_history row (at most one per state_history_min_interval_s).
+    history_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     fleet: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     fleet_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     # The agent's latest `health` document (docs/topics.md) and when the relay stored it.
@@ -59,6 +67,8 @@ class Vehicle(Base):
     health_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     # Bumped on every change of status/state/fleet, so live pages know what to refresh.
     revision: Mapped[int] = mapped_column(Integer, default=0)
+    # The last Message.vseq given to this vehicle's messages (assigned under this row's lock).
+    msg_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class User(Base):
@@ -96,13 +106,25 @@ class Membership(Base):
 
 
 class Message(Base):
+    """A message from a car. ``vseq`` numbers a vehicle's messages in commit order: it is taken
+    from ``vehicles.msg_seq`` while the ingest holds that vehicle's row lock, so a live page's
+    cursor never passes a message that another relay instance commits later (``seq`` is handed
+    out at insert and may become visible out of order)."""
+
     __tablename__ = "messages"
     __table_args__ = (
         UniqueConstraint("vehicle_id", "msg_id"),
-        Index("ix_messages_vehicle_seq", "vehicle_id", "seq"),
+        UniqueConstraint("vehicle_id", "vseq"),
+        # The pages' queries: the latest charge.started (ETA), alerts, family/public timelines,
+        # alerts of the last 24 h on the fleet page, and retention.
+        Index("ix_messages_vehicle_kind_vseq", "vehicle_id", "kind", "vseq"),
+        Index("ix_messages_vehicle_severity_vseq", "vehicle_id", "severity", "vseq"),
+        Index("ix_messages_vehicle_visibility_vseq", "vehicle_id", "visibility", "vseq"),
+        Index("ix_messages_received_at", "received_at"),
     )
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    seq: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
     vehicle_id: Mapped[str] = mapped_column(ForeignKey("vehicles.id", ondelete="CASCADE"))
+    vseq: Mapped[int] = mapped_column(BigInteger)
     msg_id: Mapped[str] = mapped_column(String(64))
     ts: Mapped[datetime] = mapped_column(DateTime)
     received_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
@@ -118,8 +140,9 @@ class Message(Base):
 
 class StateRecord(Base):
     __tablename__ = "state_history"
-    __table_args__ = (Index("ix_state_history_vehicle_ts", "vehicle_id", "ts"),)
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    __table_args__ = (Index("ix_state_history_vehicle_ts", "vehicle_id", "ts"),
+                      Index("ix_state_history_ts", "ts"))
+    seq: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
     vehicle_id: Mapped[str] = mapped_column(ForeignKey("vehicles.id", ondelete="CASCADE"))
     ts: Mapped[datetime] = mapped_column(DateTime)
     received_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
@@ -130,6 +153,8 @@ class Command(Base):
     """A command the relay signed and sent; status follows the car's results."""
 
     __tablename__ = "commands"
+    __table_args__ = (Index("ix_commands_vehicle_issued_at", "vehicle_id", "issued_at"),
+                      Index("ix_commands_issued_at", "issued_at"))
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     vehicle_id: Mapped[str] = mapped_column(ForeignKey("vehicles.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(64))
@@ -148,8 +173,9 @@ class CommandResult(Base):
     __table_args__ = (
         UniqueConstraint("vehicle_id", "command_id", "status"),
         Index("ix_command_results_vehicle_seq", "vehicle_id", "seq"),
+        Index("ix_command_results_received_at", "received_at"),
     )
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    seq: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
     vehicle_id: Mapped[str] = mapped_column(ForeignKey("vehicles.id", ondelete="CASCADE"))
     command_id: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(64))
@@ -161,8 +187,9 @@ class CommandResult(Base):
 
 class Appointment(Base):
     __tablename__ = "appointments"
-    __table_args__ = (UniqueConstraint("vehicle_id", "dedup_key"),)
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    __table_args__ = (UniqueConstraint("vehicle_id", "dedup_key"),
+                      Index("ix_appointments_received_at", "received_at"))
+    seq: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
     vehicle_id: Mapped[str] = mapped_column(ForeignKey("vehicles.id", ondelete="CASCADE"), index=True)
     dedup_key: Mapped[str] = mapped_column(String(64))
     received_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
@@ -172,11 +199,37 @@ class Appointment(Base):
 
 class FleetReport(Base):
     __tablename__ = "fleet_reports"
-    __table_args__ = (Index("ix_fleet_reports_vehicle_seq", "vehicle_id", "seq"),)
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    __table_args__ = (Index("ix_fleet_reports_vehicle_seq", "vehicle_id", "seq"),
+                      Index("ix_fleet_reports_received_at", "received_at"),
+                      UniqueConstraint("vehicle_id", "dedup_key"))
+    seq: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
     vehicle_id: Mapped[str] = mapped_column(ForeignKey("vehicles.id", ondelete="CASCADE"))
+    # The report's id, else a digest of its content: stored once however many instances get it.
+    dedup_key: Mapped[str] = mapped_column(String(64))
     received_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     report: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class LoginFailure(Base):
+    """A failed login, shared by every relay instance (the rate limit of relay.auth). ``key`` is
+    the SHA-256 of "pair:<user>|<address>", "addr:<address>" or "user:<user>": the table holds
+    neither names nor addresses."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (Index("ix_login_failures_key_at", "key", "at"),
+                      Index("ix_login_failures_at", "at"))
+    id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class RelaySetting(Base):
+    """Values every relay instance must agree on (the cookie-signing secret when it is neither a
+    systemd credential nor a file), created once by whichever instance starts first."""
+
+    __tablename__ = "relay_settings"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
 
 
 # -- notifications (relay/notify/) ------------------------------------------------------------
@@ -229,7 +282,8 @@ class Notification(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     vehicle_id: Mapped[str] = mapped_column(ForeignKey("vehicles.id", ondelete="CASCADE"))
     msg_id: Mapped[str] = mapped_column(String(64))
-    message_seq: Mapped[int] = mapped_column(ForeignKey("messages.seq", ondelete="CASCADE"),
+    message_seq: Mapped[int] = mapped_column(BigInteger, ForeignKey("messages.seq",
+                                                                    ondelete="CASCADE"),
                                              index=True)
     target: Mapped[str] = mapped_column(String(40))  # "push:<id>" or "channel:<id>"
     channel: Mapped[str] = mapped_column(String(32))  # "webpush" or the Apprise scheme
@@ -248,4 +302,4 @@ class NotifyCursor(Base):
 
     __tablename__ = "notify_cursor"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    seq: Mapped[int] = mapped_column(Integer, default=0)
+    seq: Mapped[int] = mapped_column(BigInteger, default=0)  # a messages.seq

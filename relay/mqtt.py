@@ -25,8 +25,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from agent.core.errors import ConfigError
 from relay.config import TOPIC_ROOT, IngestConfig, MqttConfig, mqtt_password, tls_files
-from relay.hub import Hub
 from relay.ingest import SUBSCRIBED, Dropped, Inbound, Limits, ingest_problem, parse
+from relay.livebus import LiveBus
 from relay.store import Store, known_vehicles, now_utc
 
 log = logging.getLogger(__name__)
@@ -56,11 +56,11 @@ class MqttIngest:
     The worker never stops for an input: each message ends stored or counted in ``dropped``
     (by reason), and is acknowledged either way; only a database outage holds it back."""
 
-    def __init__(self, cfg: MqttConfig, sessions: sessionmaker[Session], hub: Hub,
+    def __init__(self, cfg: MqttConfig, sessions: sessionmaker[Session], live: LiveBus,
                  ingest: IngestConfig | None = None) -> None:
         self.cfg = cfg
         self.sessions = sessions
-        self.hub = hub
+        self.live = live
         self.ingest_cfg = ingest or IngestConfig()
         self.limits = Limits(self.ingest_cfg.max_payload_bytes, self.ingest_cfg.max_future_s,
                              self.ingest_cfg.max_signals)
@@ -226,7 +226,7 @@ class MqttIngest:
         self._ack(batch)
         if touched:
             try:
-                self.hub.notify(touched)
+                self.live.committed(touched)
             except Exception:  # live pages catch up on their next poll
                 log.exception("waking the live pages failed")
 
@@ -298,6 +298,7 @@ class MqttIngest:
         started = time.perf_counter()
         with self.sessions() as session, session.begin():
             touched = self.store.apply(session, records, now_utc())
+            self.live.in_transaction(session, touched)  # PostgreSQL: sent with the commit
         if self.on_commit is not None:
             self.on_commit(time.perf_counter() - started)
         self.stored += len(records)

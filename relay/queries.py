@@ -47,20 +47,21 @@ def my_vehicles(session: Session, user_id: int) -> list[tuple[Vehicle, frozenset
 
 def timeline_messages(session: Session, vehicle_id: str, acc: Access, after_seq: int = 0,
                       limit: int = 100) -> list[Message]:
-    """The newest messages the user may read, oldest first (after_seq: only newer ones)."""
-    query = select(Message).where(Message.vehicle_id == vehicle_id, Message.seq > after_seq)
+    """The newest messages the user may read, oldest first (after_seq: only newer ones, by the
+    vehicle's commit-ordered vseq)."""
+    query = select(Message).where(Message.vehicle_id == vehicle_id, Message.vseq > after_seq)
     if acc.alerts_only:
         query = query.where(Message.severity.in_(ALERT_SEVERITIES))
     else:
         query = query.where(Message.visibility.in_(acc.visibilities))
-    rows = list(session.scalars(query.order_by(Message.seq.desc()).limit(limit)))
-    return sorted(rows, key=lambda m: m.seq)
+    rows = list(session.scalars(query.order_by(Message.vseq.desc()).limit(limit)))
+    return sorted(rows, key=lambda m: m.vseq)
 
 
 def public_messages(session: Session, vehicle_id: str, limit: int = 50) -> list[Message]:
     rows = list(session.scalars(select(Message).where(
         Message.vehicle_id == vehicle_id, Message.visibility == "public")
-        .order_by(Message.seq.desc()).limit(limit)))
+        .order_by(Message.vseq.desc()).limit(limit)))
     return rows[::-1]
 
 
@@ -72,7 +73,7 @@ def recent_commands(session: Session, vehicle_id: str, since: datetime) -> list[
 def latest_eta(session: Session, vehicle_id: str) -> str | None:
     msg = session.scalars(select(Message).where(
         Message.vehicle_id == vehicle_id, Message.kind == "charge.started")
-        .order_by(Message.seq.desc()).limit(1)).first()
+        .order_by(Message.vseq.desc()).limit(1)).first()
     eta = msg.data.get("eta") if msg is not None and isinstance(msg.data, dict) else None
     return eta if isinstance(eta, str) else None
 
@@ -117,22 +118,49 @@ class FleetRow:
     health: dict[str, Any] = field(default_factory=dict)
 
 
+FLEET_PAGE = 100  # vehicles per fleet page
+
+
 @dataclass
 class FleetView:
     rows: list[FleetRow]
     online: int = 0
     alerts: int = 0
     dtc_counts: list[tuple[str, int]] = field(default_factory=list)
+    total: int = 0  # vehicles the operator has, on every page
+    page: int = 1
+    pages: int = 1
 
 
-def fleet(session: Session, user_id: int, now: datetime) -> FleetView:
-    vehicles = [v for v, roles in my_vehicles(session, user_id) if "operator" in roles]
-    ids = [v.id for v in vehicles]
+def fleet(session: Session, user_id: int, now: datetime, page: int = 1,
+          per_page: int = FLEET_PAGE) -> FleetView:
+    """One page of the operator's vehicles (by id) with their 24-hour alerts; the totals
+    (vehicles, online, alerts) cover every page, the DTC summary this page. A few indexed
+    queries whatever the fleet's size: nothing loads every vehicle."""
+    if is_fleet_wide_operator(session, user_id):
+        mine = None
+    else:
+        mine = select(Membership.vehicle_id).where(Membership.user_id == user_id,
+                                                   Membership.role == "operator")
+
+    def scope(query: Any, column: Any) -> Any:
+        return query if mine is None else query.where(column.in_(mine))
+
+    total, online = session.execute(scope(select(
+        func.count(), func.count().filter(Vehicle.status == "online")).select_from(Vehicle),
+        Vehicle.id)).one()
+    pages = max(1, -(-int(total) // per_page))
+    page = min(max(1, page), pages)
+    vehicles = list(session.scalars(scope(select(Vehicle), Vehicle.id).order_by(Vehicle.id)
+                                    .offset((page - 1) * per_page).limit(per_page)))
+    recent = (Message.severity.in_(ALERT_SEVERITIES),
+              Message.received_at >= now - timedelta(hours=24))
     alerts = dict(session.execute(
         select(Message.vehicle_id, func.count()).where(
-            Message.vehicle_id.in_(ids), Message.severity.in_(ALERT_SEVERITIES),
-            Message.received_at >= now - timedelta(hours=24))
+            Message.vehicle_id.in_([v.id for v in vehicles]), *recent)
         .group_by(Message.vehicle_id)).all())
+    all_alerts = session.scalar(scope(select(func.count()).select_from(Message).where(*recent),
+                                      Message.vehicle_id))
     rows, dtc_total = [], Counter[str]()
     for v in vehicles:
         dtcs = active_dtcs(v.state)
@@ -141,8 +169,9 @@ def fleet(session: Session, user_id: int, now: datetime) -> FleetView:
         rows.append(FleetRow(v, int(alerts.get(v.id, 0)), dtcs, health.get("queued_total"),
                              health.get("oldest_age_s"), _dropped(health.get("dropped")),
                              agent_health(v.health)))
-    return FleetView(rows, online=sum(v.status == "online" for v in vehicles),
-                     alerts=sum(r.alerts for r in rows), dtc_counts=dtc_total.most_common(20))
+    return FleetView(rows, online=int(online), alerts=int(all_alerts or 0),
+                     dtc_counts=dtc_total.most_common(20), total=int(total), page=page,
+                     pages=pages)
 
 
 def active_dtcs(state: dict[str, Any] | None) -> list[str]:

@@ -9,15 +9,18 @@ from typing import Any
 import uvicorn
 from sqlalchemy.engine import Engine
 
-from relay.auth import LoginLimiter, load_or_create_secret
+from relay.auth import LoginLimiter, session_secret
 from relay.commands import Downlink
 from relay.config import RelayConfig
 from relay.db import make_engine, make_sessionmaker, migrate
 from relay.hub import Hub
+from relay.livebus import LiveBus
 from relay.metrics import RelayMetrics, Sources
+from relay.models import utcnow
 from relay.mqtt import MqttIngest
 from relay.notify.secrets import load_channel_key, load_vapid, public_key_b64
 from relay.notify.worker import Notifier
+from relay.retention import Pruner, PruneSchedule
 from relay.web import AppContext, create_app
 
 log = logging.getLogger(__name__)
@@ -42,20 +45,23 @@ class _Server(uvicorn.Server):
 class Relay:
     """Everything one relay instance runs; start()/stop() for tests, run() for the CLI."""
 
-    def __init__(self, config: RelayConfig, live_poll_s: float = 5.0) -> None:
+    def __init__(self, config: RelayConfig, live_poll_s: float | None = None) -> None:
         self.config = config
         self.engine: Engine = make_engine(config.database.url, config.database.echo)
         migrate(self.engine)
         sessions = make_sessionmaker(self.engine)
         hub = Hub()
-        self.ingest = MqttIngest(config.mqtt, sessions, hub, config.ingest)
+        self.live = LiveBus(hub, self.engine.url)
+        self.ingest = MqttIngest(config.mqtt, sessions, self.live, config.ingest)
         downlink = Downlink(config.keys.dir, lambda t, p: self.ingest.publish(t, p),
                             config.commands)
         web = config.web
         self.ctx = AppContext(config, sessions, hub, downlink,
-                              LoginLimiter(web.login_attempts_per_window, web.login_window_s),
-                              self.ingest, live_poll_s=live_poll_s)
-        secret = load_or_create_secret(web.secret_file)
+                              LoginLimiter(sessions, web.login_attempts_per_window,
+                                           web.login_window_s),
+                              self.ingest, live=self.live,
+                              live_poll_s=live_poll_s or web.live_poll_s)
+        secret = session_secret(web.secret_file, sessions)
         self.notifier: Notifier | None = None
         if config.notify.enabled:
             vapid = load_vapid(config.notify)
@@ -68,6 +74,8 @@ class Relay:
                                             if self.notifier else None), config.metrics)
         self.ctx.metrics = self.metrics
         self.app = create_app(self.ctx, secret)
+        self.pruning = PruneSchedule(Pruner(sessions, config.retention),
+                                     config.retention.interval_s, utcnow)
         uv = uvicorn.Config(self.app, host=web.host, port=web.port, lifespan="off",
                             access_log=False, timeout_graceful_shutdown=3, log_config=None)
         self.server = _Server(uv, self)
@@ -75,7 +83,9 @@ class Relay:
 
     def run(self) -> None:
         """Serve until SIGINT/SIGTERM (uvicorn handles the signals), then stop cleanly."""
+        self.live.start()
         self.ingest.start()
+        self.pruning.start()
         self.metrics.start_listener()
         if self.notifier is not None:
             self.notifier.start()
@@ -87,7 +97,9 @@ class Relay:
 
     def start(self) -> Relay:
         """Run in a background thread (tests); returns once the web server listens."""
+        self.live.start()
         self.ingest.start()
+        self.pruning.start()
         self.metrics.start_listener()
         if self.notifier is not None:
             self.notifier.start()
@@ -109,9 +121,11 @@ class Relay:
 
     def _shutdown(self) -> None:
         self.ctx.stopping.set()
+        self.pruning.stop()
         self.metrics.stop_listener()
         self.ingest.stop()
         if self.notifier is not None:
             self.notifier.stop()
+        self.live.stop()
         self.engine.dispose()
         log.info("relay stopped")

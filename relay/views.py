@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
-from relay import charts, commands, queries
+from relay import charts, commands, privacy, queries
 from relay.auth import csrf_ok, verify_password
 from relay.models import Command, Message, User, Vehicle, utcnow
 from relay.permissions import Access
@@ -48,7 +48,7 @@ async def login(request: Request) -> Response:
     nxt = _safe_next(form.get("next"))
     ctx = _ctx(request)
     address = request.client.host if request.client else "-"
-    refused, delay_s = ctx.limiter.check(username, address)
+    refused, delay_s = await run_in_threadpool(ctx.limiter.check, username, address, utcnow())
     if refused:
         log.warning("login rate limit hit for %r from %s", username[:64], address)
         return render(request, "login.html", {"next": nxt, "error":
@@ -57,12 +57,12 @@ async def login(request: Request) -> Response:
         await asyncio.sleep(delay_s)
     user = await run_in_threadpool(_check_password, ctx, username, password)
     if user is None:
-        ctx.limiter.failed(username, address)
+        await run_in_threadpool(ctx.limiter.failed, username, address, utcnow())
         return render(request, "login.html", {"next": nxt,
                       "error": "Wrong username or password."}, status=401)
-    ctx.limiter.succeeded(username, address)
 
     def begin() -> None:
+        ctx.limiter.succeeded(username, address)
         with ctx.sessions() as s:
             start_session(s, request, user, ctx.config.web.session_max_age_s)
 
@@ -118,7 +118,7 @@ def timeline_view(s: Any, vehicle: Vehicle, acc: Access, after_seq: int = 0) -> 
     items.sort(key=lambda t: t[0])
     return {"vehicle": vehicle, "access": acc, "items": items,
             "answered": {c.message_id for c in cmds if c.message_id},
-            "cursor": max((m.seq for m in msgs), default=after_seq),
+            "cursor": max((m.vseq for m in msgs), default=after_seq),
             "eta": queries.latest_eta(s, vehicle.id) if acc.can_see_state else None}
 
 
@@ -157,13 +157,17 @@ async def _send(request: Request, build: Any) -> Response:
             if not acc.can_command:
                 raise HTTPException(404 if not acc.any else 403, "You cannot command this car.")
             name, args, message_id = build(s, vid)
-            return commands.send(s, ctx.downlink, vid, name, args, user.id, message_id)
+            cmd = commands.send(s, ctx.downlink, vid, name, args, user.id, message_id)
+            try:
+                ctx.changed(s, [vid])
+            except Exception:  # the live pages catch up on their next poll
+                log.exception("waking the live pages of %s failed", vid)
+            return cmd
 
     try:
         cmd = await run_in_threadpool(work)
     except commands.CommandRefused as exc:
         return _answer(request, vid, error=str(exc), status=400)
-    ctx.hub.notify([vid])
     html = request.app.state.templates.get_template("_command.html").render(item=cmd)
     return _answer(request, vid, result={"id": cmd.id, "status": cmd.status, "html": html})
 
@@ -182,14 +186,72 @@ def fleet_page(request: Request) -> Response:
     user = require_user(request)
     ctx = _ctx(request)
     with ctx.sessions() as s:
-        view = queries.fleet(s, user.id, utcnow())
+        view = queries.fleet(s, user.id, utcnow(), page_number(request))
         fleet_wide = queries.is_fleet_wide_operator(s, user.id)
-    if not view.rows:
+    if not view.total:
         raise HTTPException(403, "The fleet page is for fleet operators.")
     ingest = ctx.ingest
-    # The relay's counters cover every car: only for operators of the whole fleet.
+    # The relay's counters cover every car: only for operators of the whole fleet. They are
+    # this instance's own (each instance counts what it processed), and say so.
     counters = {"stored": ingest.stored, **dict(ingest.dropped)} if ingest and fleet_wide else {}
-    return render(request, "fleet.html", {"user": user, "fleet": view, "counters": counters})
+    return render(request, "fleet.html", {"user": user, "fleet": view, "counters": counters,
+                                          "instance": ctx.config.mqtt.client_id})
+
+
+def page_number(request: Request) -> int:
+    text = request.query_params.get("page", "1")
+    return int(text) if text.isdigit() and len(text) < 7 else 1
+
+
+def _owner_vehicle(s: Any, user: User, vid: str) -> Vehicle:
+    """The vehicle when the user is its owner; 404 without any role, 403 for other roles."""
+    vehicle, acc = _vehicle_for(s, user, vid)
+    if "owner" not in acc.roles:
+        raise HTTPException(403, "Only the car's owner can do that.")
+    return vehicle
+
+
+def export(request: Request) -> Response:
+    """Everything the relay keeps about the car, for its owner: ?format=json (default) or csv
+    (a ZIP of one CSV per table)."""
+    user = require_user(request)
+    vid = request.path_params["vid"]
+    fmt = request.query_params.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise HTTPException(400, "format must be json or csv.")
+    with _ctx(request).sessions() as s:
+        vehicle = _owner_vehicle(s, user, vid)
+        data = privacy.export_vehicle(s, vehicle.id)
+    log.info("%s exported the data of %s as %s", user.username, vehicle.id, fmt)
+    stamp = utcnow().strftime("%Y%m%d-%H%M%S")
+    if fmt == "csv":
+        body, media, ext = privacy.to_csv_zip(data), "application/zip", "zip"
+    else:
+        body, media, ext = privacy.to_json(data), "application/json", "json"
+    return Response(body, media_type=media, headers={
+        "Content-Disposition": f'attachment; filename="carfriend-{vehicle.id}-{stamp}.{ext}"',
+        "Cache-Control": "no-store"})
+
+
+async def purge(request: Request) -> Response:
+    """Delete the car's history, for its owner, who confirms by typing the car's id."""
+    form = await _form(request)
+    ctx, vid = _ctx(request), request.path_params["vid"]
+    user = await run_in_threadpool(require_user, request)
+
+    def work() -> None:
+        with ctx.sessions() as s:
+            vehicle_id = _owner_vehicle(s, user, vid).id
+        if str(form.get("confirm", "")).strip() != vehicle_id:
+            raise HTTPException(400, f"To delete the history, type {vehicle_id} to confirm.")
+        with ctx.sessions() as s:  # a transaction that starts by locking the vehicle
+            privacy.purge_vehicle(s, vehicle_id, by=user.username)
+            s.commit()
+            ctx.changed(s, [vehicle_id])
+
+    await run_in_threadpool(work)
+    request.session["flash"] = "The car's history was deleted."
+    return RedirectResponse(f"/v/{vid}", status_code=303)
 
 
 def dealer_page(request: Request) -> Response:
@@ -236,6 +298,8 @@ async def _form(request: Request) -> FormData:
         raise HTTPException(400, "Malformed form.") from None
     if not csrf_ok(request.session.get("csrf"), form.get("csrf")):
         raise HTTPException(403, "The form expired. Please reload the page and try again.")
+    if any(isinstance(v, str) and "\x00" in v for v in form.values()):
+        raise HTTPException(400, "Malformed form.")  # no database can hold a NUL in text
     return form
 
 

@@ -31,6 +31,7 @@ from relay.auth import LoginLimiter, new_csrf_token
 from relay.commands import Downlink
 from relay.config import RelayConfig, WebConfig
 from relay.hub import Hub
+from relay.livebus import LiveBus
 from relay.models import User, WebSession, utcnow
 from relay.render import number, printable
 
@@ -60,11 +61,19 @@ class AppContext:
     downlink: Downlink
     limiter: LoginLimiter
     ingest: MqttIngest | None = None
+    live: LiveBus | None = None
     metrics: Any = None  # relay.metrics.RelayMetrics
     notifier: Any = None  # relay.notify.worker.Notifier, when notifications are on
     vapid_key: str = ""  # the Web Push applicationServerKey pages subscribe with
     stopping: threading.Event = field(default_factory=threading.Event)
     live_poll_s: float = 5.0
+
+    def changed(self, session: Session, vehicle_ids: list[str]) -> None:
+        """Wake the live pages of these vehicles on every instance (after a web-side write)."""
+        if self.live is not None:
+            self.live.changed(session, vehicle_ids)
+        else:
+            self.hub.notify(vehicle_ids)
 
 
 class LoginRequired(Exception):
@@ -79,8 +88,9 @@ class BodyTooLarge(HTTPException):
 
 
 class SecurityMiddleware:
-    """Security headers on every response; request bodies over MAX_BODY_BYTES refused: by their
-    Content-Length before reading, and while reading when they come chunked (never buffered)."""
+    """Security headers on every response; a NUL in the path refused; request bodies
+    over MAX_BODY_BYTES refused: by their Content-Length before reading, and while reading when
+    they come chunked (never buffered)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -95,6 +105,12 @@ class SecurityMiddleware:
                 message["headers"] = list(message.get("headers", [])) + SECURITY_HEADERS
             await send(message)
 
+        # A NUL in the path (/v/%00): no page has one, and PostgreSQL text cannot hold one, so
+        # it is refused here rather than deep in a query. (Query values are parsed as numbers or
+        # checked paths; form values are checked in views._form.)
+        if "\x00" in scope.get("path", ""):
+            await PlainTextResponse("Bad request", 400)(scope, receive, send_with_headers)
+            return
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
             await PlainTextResponse("Request too large", 413)(scope, receive, send_with_headers)
@@ -243,6 +259,8 @@ def create_app(ctx: AppContext, secret: str) -> Starlette:
         Route("/v/{vid}/events", live.vehicle_events),
         Route("/v/{vid}/reply", views.reply, methods=["POST"]),
         Route("/v/{vid}/command", views.command, methods=["POST"]),
+        Route("/v/{vid}/export", views.export),
+        Route("/v/{vid}/purge", views.purge, methods=["POST"]),
         Route("/fleet", views.fleet_page),
         Route("/fleet/events", live.fleet_events),
         Route("/dealer", views.dealer_page),

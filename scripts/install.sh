@@ -13,6 +13,8 @@
 #                       `pip wheel --wheel-dir DIR /path/to/carfriend` (a car has no internet)
 #   --python PYTHON     interpreter for the venv (default: /usr/bin/python3, >= 3.11)
 #   --no-start          enable the service but do not start it now
+#   --check             only check that this machine has what these options need (Python 3.11;
+#                       for --can0 and --vcan udev and systemd-networkd), change nothing
 #
 # What it does (again on a re-run, which upgrades the agent and keeps your config):
 #   user and group `carfriend` (system, no login, no extra groups: raw CAN needs none)
@@ -34,6 +36,7 @@ WHEELHOUSE=
 CAN0_BITRATE=
 VCAN=0
 START=1
+CHECK=0
 
 die() { echo "install.sh: $*" >&2; exit 1; }
 say() { echo "==> $*"; }
@@ -46,19 +49,34 @@ while [ $# -gt 0 ]; do
     --wheelhouse) WHEELHOUSE=${2:?}; shift 2 ;;
     --python) PYTHON=${2:?}; shift 2 ;;
     --no-start) START=0; shift ;;
+    --check) CHECK=1; shift ;;
     -h|--help) sed -n '2,/^set -eu/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
 
-[ "$(id -u)" = 0 ] || die "run as root (sudo $0)"
 [ -f "$SRC/pyproject.toml" ] && [ -f "$SRC/systemd/carfriend.service" ] || die "$SRC is not a carfriend checkout"
 [ -f "$VEHICLE" ] || die "vehicle profile $VEHICLE not found"
 case $CAN0_BITRATE in ''|*[!0-9]*) [ -z "$CAN0_BITRATE" ] || die "--can0 wants a number (e.g. 500000), got $CAN0_BITRATE" ;; esac
 
-ensure_python() {
+check_python() {
   "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
     || die "$PYTHON is missing or older than 3.11 (Debian 12 / Raspberry Pi OS bookworm have 3.11)"
+}
+
+check_network() {
+  # systemd-networkd brings the CAN link up, but only a link udev has initialised: without
+  # udev it waits for ever and the link stays down.
+  [ "$VCAN" = 1 ] || [ -n "$CAN0_BITRATE" ] || return 0
+  missing=
+  command -v udevadm >/dev/null 2>&1 || missing=udev
+  command -v networkctl >/dev/null 2>&1 || missing="$missing${missing:+ }systemd"
+  [ -z "$missing" ] || die "--can0/--vcan need udev and systemd-networkd (networkd brings the CAN \
+link up once udev has seen it); install what is missing: apt-get install -y $missing"
+}
+
+ensure_python() {
+  check_python
   # Debian splits venv and ensurepip out of python3.
   if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
     say "installing python3-venv"
@@ -212,6 +230,13 @@ install_unit() {
 
 systemd_running() { [ -d /run/systemd/system ]; }
 
+check_network   # before changing anything
+if [ "$CHECK" = 1 ]; then
+  check_python
+  say "this machine has what the install with these options needs"
+  exit 0
+fi
+[ "$(id -u)" = 0 ] || die "run as root (sudo $0)"
 ensure_python
 ensure_user
 install_venv

@@ -11,7 +11,16 @@ python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v openssl >/dev/null || need+=(openssl)
 command -v chromium >/dev/null || need+=(chromium)   # the relay's browser test
+# The relay's suite starts its own throw-away PostgreSQL cluster (initdb + pg_ctl, no service).
+command -v initdb >/dev/null || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null \
+  || need+=(postgresql)
+# The real-kernel VM tests' packages (qemu, udev, ...): one list, kept in tests/vm/setup.sh.
+if [ "${CARFRIEND_TEST_VM:-1}" = 1 ]; then
+  read -r -a vm_need <<< "$(sh tests/vm/setup.sh --missing)"
+  need+=("${vm_need[@]}")
+fi
 if [ ${#need[@]} -gt 0 ]; then
+  mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
   if [ "$(id -u)" -ne 0 ]; then
     echo "scripts/test.sh: please install: ${need[*]} (apt-get install -y ${need[*]})" >&2; exit 1
   fi

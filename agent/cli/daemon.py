@@ -33,7 +33,7 @@ from agent.io.hadiscovery import DiscoveryPublisher
 from agent.io.health import HealthPublisher
 from agent.io.outbox import SqliteOutbox
 from agent.io.sdnotify import SystemdNotifier
-from agent.io.sources import open_bus
+from agent.io.sources import link_is_up, open_bus
 from agent.io.uplink import PahoUplink
 from agent.profile.config import load_config
 from agent.profile.vehicle import load_vehicle
@@ -45,10 +45,23 @@ COUNTERS_LOG_S = 300.0
 RECV_TIMEOUT_S = 0.2
 
 BusFactory = Callable[[AgentConfig, list[dict[str, Any]] | None], can.BusABC]
+# Whether the configured CAN link is up: False = down, None = cannot tell (not SocketCAN, absent).
+LinkCheck = Callable[[AgentConfig], bool | None]
 
 
 def _open_bus(config: AgentConfig, filters: list[dict[str, Any]] | None) -> can.BusABC:
     return open_bus(config.can, filters)
+
+
+def _link_up(config: AgentConfig) -> bool | None:
+    if config.can.interface != "socketcan" or not config.can.channel:
+        return None
+    return link_is_up(config.can.channel)
+
+
+def waiting_text(channel: str | None) -> str:
+    """The one line (and STATUS=) while the CAN link is down."""
+    return f"waiting for {channel} to come up (link is down: set its bitrate, see docs/deployment.md)"
 
 
 class Agent:
@@ -56,11 +69,12 @@ class Agent:
 
     def __init__(self, config: AgentConfig, *, config_path: Path | None = None,
                  dbc_override: list[Path] | None = None, bus_factory: BusFactory = _open_bus,
-                 notifier: SystemdNotifier | None = None) -> None:
+                 notifier: SystemdNotifier | None = None, link_check: LinkCheck = _link_up) -> None:
         self.config = config
         self.config_path = config_path
         self.dbc_override = dbc_override
         self.bus_factory = bus_factory
+        self.link_check = link_check
         self.notifier = notifier or SystemdNotifier()
         self.vehicle: Vehicle = load_vehicle(config)
         self.memory = CommandMemory(config.resolved_state_dir() / "commands.db")
@@ -69,6 +83,7 @@ class Agent:
         self.outbox: SqliteOutbox | None = None
         self.courier: Courier | None = None
         self.bus: can.BusABC | None = None
+        self.bus_trouble: str | None = None  # why the bus is not being read (for STATUS=), or None
         self.diag: DiagRuntime | None = None
         self.stop_requested = threading.Event()
         self.reload_requested = threading.Event()
@@ -92,7 +107,7 @@ class Agent:
         self.commands = CommandRunner(self.config, self.vehicle, self.memory, key, send=self._send_frame,
                                       result=self._command_result, publish_state=self._publish_full_state,
                                       say=self._say)
-        self.bus = self.bus_factory(self.config, self.vehicle.can_filters())
+        self._connect_bus()
         self.diag = self._new_diag()
         if self.config.mqtt.host:
             on_command = self._queue_command if key is not None else None
@@ -112,7 +127,7 @@ class Agent:
         log.info("carfriend %s ready: %s on %s %s, %d mapped signals in %d messages",
                  self.config.vehicle.id, self.config.vehicle.persona, self.config.can.interface,
                  self.config.can.channel, len(self.vehicle.mapped_paths), len(self.vehicle.plans))
-        self.notifier.ready(f"reading {self.config.can.interface} {self.config.can.channel}")
+        self.notifier.ready(self.bus_trouble or f"reading {self.config.can.interface} {self.config.can.channel}")
 
     def run(self) -> int:
         self.start()
@@ -174,10 +189,14 @@ class Agent:
         try:
             n = read_batch(bus, process, self._error_frame, timeout, nap)
         except (can.CanError, OSError) as exc:
+            self._close_bus()
+            if self.link_check(self.config) is False:
+                self._wait_for_link()  # one line, not "lost" and "back" at every retry
+                return
             log.error("CAN bus %s %s lost: %s; state and messages are kept, retrying every %g s",
                       self.config.can.interface, self.config.can.channel, exc, self.config.can.reconnect_s)
-            self.notifier.status(f"CAN bus lost: {exc}")
-            self._close_bus()
+            self.bus_trouble = f"CAN bus lost: {exc}"
+            self.notifier.status(self.bus_trouble)
             return
         if n:
             self._last_frame = (max(self.pipeline.state.now, self._last_frame[0]), time.monotonic())
@@ -203,15 +222,32 @@ class Agent:
         can_log = logging.getLogger("can")
         level, can_log.level = can_log.level, logging.CRITICAL
         try:
-            self.bus = self.bus_factory(self.config, self.vehicle.can_filters())
+            self._connect_bus()
         except SourceError as exc:
             log.debug("bus still unavailable: %s", exc)
-            return
         finally:
             can_log.setLevel(level)
+
+    def _connect_bus(self) -> None:
+        """Open the bus, unless its link is down: then wait for it, saying so once (SourceError
+        if it cannot be opened). Opening succeeds on a down link, so that alone proves nothing."""
+        if self.link_check(self.config) is False:
+            self._wait_for_link()
+            return
+        self.bus = self.bus_factory(self.config, self.vehicle.can_filters())
         self.bus_errors.reopened()
-        log.info("CAN bus %s %s is back", self.config.can.interface, self.config.can.channel)
-        self.notifier.status(f"reading {self.config.can.interface} {self.config.can.channel}")
+        if self.bus_trouble is not None:
+            came = "is up" if self.bus_trouble == waiting_text(self.config.can.channel) else "is back"
+            log.info("CAN bus %s %s %s", self.config.can.interface, self.config.can.channel, came)
+            self.bus_trouble = None
+            self.notifier.status(f"reading {self.config.can.interface} {self.config.can.channel}")
+
+    def _wait_for_link(self) -> None:
+        text = waiting_text(self.config.can.channel)
+        if self.bus_trouble != text:
+            log.warning("%s", text)
+            self.bus_trouble = text
+            self.notifier.status(text)
 
     def _close_bus(self) -> None:
         if self.bus is not None:
@@ -228,7 +264,8 @@ class Agent:
         self._maybe_publish_state()
         self._reports()
         c = self.pipeline.counters()
-        self.notifier.status(f"frames {c['frames']}, decoded {c['decoded']}, messages {c['messages']}")
+        counts = f"frames {c['frames']}, decoded {c['decoded']}, messages {c['messages']}"
+        self.notifier.status(f"{self.bus_trouble}; {counts}" if self.bus_trouble else counts)
 
     def _maybe_publish_state(self, force: bool = False) -> None:
         uplink = self.uplink
@@ -349,9 +386,10 @@ class Agent:
         self._announce_due = True  # the mapping may have changed: entities come and go
         self._close_bus()
         try:  # the new interface and filters, at once
-            self.bus = self.bus_factory(self.config, self.vehicle.can_filters())
+            self._connect_bus()
         except SourceError as exc:
             log.error("after reload: %s; retrying every %g s", exc, self.config.can.reconnect_s)
+            self.bus_trouble = f"CAN bus lost: {exc}"
         log.info("config reloaded from %s", self.config_path)
         self.notifier.ready("config reloaded")
 

@@ -18,6 +18,9 @@ log = logging.getLogger(__name__)
 
 LOG_SUFFIXES = (".log", ".asc", ".blf", ".trc", ".csv")
 
+SYS_CLASS_NET = Path("/sys/class/net")
+IFF_UP = 0x1  # <linux/if.h>: the link is administratively up
+
 
 def read_log(path: Path, start_time: datetime | None = None, report: LogReport | None = None) -> Iterator[Frame]:
     """Frames of a recorded log, in file order (agent.io.logs reads each format).
@@ -92,3 +95,19 @@ def _open_chunked_slcan(cfg: CanConfig, filters: list[dict[str, Any]] | None, kw
         raise SourceError(f"[can] slcan {cfg.channel}: cannot open bus: {exc}") from None
     _no_software_filters(bus)
     return _guarded(cfg, bus)
+
+
+def link_is_up(channel: str, sys_class_net: Path = SYS_CLASS_NET) -> bool | None:
+    """Whether the network interface `channel` (a SocketCAN link) is up (IFF_UP in its flags).
+
+    None when there is no such interface. Opening a SocketCAN socket succeeds on a link that is
+    down (its first recv() then fails with ENETDOWN), so an open bus says nothing about this;
+    a can0 without a bitrate stays down, because the kernel refuses to bring it up.
+    """
+    if not channel or "/" in channel or channel in (".", ".."):
+        return None
+    try:
+        flags = int((sys_class_net / channel / "flags").read_text().strip(), 16)
+    except (OSError, ValueError):
+        return None
+    return bool(flags & IFF_UP)

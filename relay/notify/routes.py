@@ -185,13 +185,17 @@ async def action(request: Request) -> Response:
             msg = s.scalars(select(Message).where(Message.vehicle_id == vid,
                                                   Message.msg_id == msg_id)).first()
             args = commands.reply_args(msg, body.answer)
-            return commands.send(s, ctx.downlink, vid, "reply", args, user.id, msg_id)
+            cmd = commands.send(s, ctx.downlink, vid, "reply", args, user.id, msg_id)
+            try:
+                ctx.changed(s, [vid])  # every instance's pages (PostgreSQL NOTIFY)
+            except Exception:  # the live pages catch up on their next poll
+                log.exception("waking the live pages of %s failed", vid)
+            return cmd
 
     try:
         cmd = await run_in_threadpool(work)
     except commands.CommandRefused as exc:
         return JSONResponse({"ok": False, "error": str(exc)}, 400)
-    ctx.hub.notify([vid])
     return JSONResponse({"ok": True, "id": cmd.id, "status": cmd.status})
 
 

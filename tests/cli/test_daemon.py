@@ -1,16 +1,21 @@
-"""The daemon's loop on a real virtual bus: reload keeps state and counters; bus loss is survived."""
+"""The daemon's loop on a real virtual bus: reload keeps state and counters; bus loss is survived;
+a CAN link that is down is one waiting state, not a flapping log."""
 
 from __future__ import annotations
 
+import logging
+import socket
 import threading
 import time
 from pathlib import Path
 
 import can
+import pytest
 from frames import EV_CONFIG, car_frames
 
-from agent.cli.daemon import Agent
+from agent.cli.daemon import Agent, waiting_text
 from agent.core import vss
+from agent.io.sdnotify import SystemdNotifier
 from agent.profile.config import load_config
 
 
@@ -99,3 +104,99 @@ def test_the_periodic_counters_say_where_the_drops_come_from(tmp_path: Path) -> 
     assert "unknown_id=5" in line and "implausible=5" in line
     where = line.split("where[", 1)[1]
     assert "unknown_id: 0x7DF 5;" in where and "implausible: LV_System.LV_Voltage 5" in where
+
+
+class Link:
+    """The CAN link's up/down state as the agent sees it (on a machine: IFF_UP in sysfs)."""
+
+    def __init__(self, up: bool) -> None:
+        self.up = up
+        self.checks = 0
+
+    def __call__(self, _config: object) -> bool:
+        self.checks += 1
+        return self.up
+
+
+def notify_socket(tmp_path: Path) -> tuple[socket.socket, SystemdNotifier]:
+    """systemd's end of NOTIFY_SOCKET (a real datagram socket) and the agent's notifier."""
+    path = str(tmp_path / "notify")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(path)
+    listener.setblocking(False)
+    return listener, SystemdNotifier({"NOTIFY_SOCKET": path})
+
+
+def statuses(listener: socket.socket) -> list[str]:
+    """Every STATUS= sent so far, in order (READY=1 with its STATUS= included)."""
+    out = []
+    while True:
+        try:
+            fields = listener.recv(65536).decode().split("\n")
+        except BlockingIOError:
+            return out
+        out += [f.removeprefix("STATUS=") for f in fields if f.startswith("STATUS=")]
+
+
+def bus_lines(caplog: pytest.LogCaptureFixture, channel: str) -> list[str]:
+    """The log lines about the bus (those naming its channel, but for the one "ready" line)."""
+    return [m for m in (r.getMessage() for r in caplog.records) if channel in m and " ready: " not in m]
+
+
+def start_agent(tmp_path: Path, channel: str, link: Link) -> tuple[Agent, threading.Thread, socket.socket]:
+    env = {"CARFRIEND_CAN__CHANNEL": channel, "CARFRIEND_STORAGE__STATE_DIR": str(tmp_path),
+           "CARFRIEND_CAN__RECONNECT_S": "0.02"}  # 60 retries in ~1.2 s (2 minutes at the default 2 s)
+    listener, notifier = notify_socket(tmp_path)
+    agent = Agent(load_config(EV_CONFIG, environ=env), notifier=notifier, link_check=link)
+    worker = threading.Thread(target=agent.run)
+    worker.start()
+    return agent, worker, listener
+
+
+def test_a_link_down_at_start_is_one_waiting_line_then_one_up_line_and_frames_flow(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="agent.cli.daemon")
+    channel = f"daemon-down-{time.monotonic_ns()}"
+    link = Link(up=False)
+    agent, worker, listener = start_agent(tmp_path, channel, link)
+    tx = can.Bus(interface="virtual", channel=channel)
+    try:
+        assert wait(lambda: link.checks >= 60)
+        assert agent.bus is None  # not opened while the link is down
+        assert bus_lines(caplog, channel) == [waiting_text(channel)]
+        while_down = statuses(listener)
+        link.up = True
+        assert wait(lambda: agent.bus is not None)
+        assert wait(lambda: agent.pipeline.state.values.get(vss.SOC) == 60.0 or _send(tx))
+    finally:
+        agent.request_stop()
+        worker.join(15)
+        tx.shutdown()
+        listener.close()
+    assert bus_lines(caplog, channel) == [waiting_text(channel), f"CAN bus virtual {channel} is up"]
+    # READY=1 came with the waiting state, and every STATUS= until the link was up kept it.
+    assert len(while_down) >= 2 and all(s.startswith(waiting_text(channel)) for s in while_down), while_down
+
+
+def test_a_link_going_down_while_reading_is_one_waiting_line_not_lost_and_back_at_every_retry(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="agent.cli.daemon")
+    channel = f"daemon-godown-{time.monotonic_ns()}"
+    link = Link(up=True)
+    agent, worker, listener = start_agent(tmp_path, channel, link)
+    tx = can.Bus(interface="virtual", channel=channel)
+    try:
+        assert wait(lambda: agent.bus is not None)
+        link.up = False
+        agent.bus.shutdown()  # what `ip link set can0 down` does to the socket: recv fails
+        checks = link.checks
+        assert wait(lambda: link.checks >= checks + 60)
+        assert agent.bus is None
+        link.up = True
+        assert wait(lambda: agent.pipeline.state.values.get(vss.SOC) == 60.0 or _send(tx))
+    finally:
+        agent.request_stop()
+        worker.join(15)
+        tx.shutdown()
+        listener.close()
+    assert bus_lines(caplog, channel) == [waiting_text(channel), f"CAN bus virtual {channel} is up"]

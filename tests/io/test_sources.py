@@ -1,12 +1,14 @@
-"""Bus opening: python-can software filters are not used (the decoder drops unmapped ids)."""
+"""Bus opening: python-can software filters are not used (the decoder drops unmapped ids); link state."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import can
 
 from agent.core.settings import CanConfig
 from agent.io.fastbus import read_batch
-from agent.io.sources import open_bus
+from agent.io.sources import link_is_up, open_bus
 
 
 def test_a_batch_on_a_virtual_bus_reads_past_unmapped_frames() -> None:
@@ -23,3 +25,16 @@ def test_a_batch_on_a_virtual_bus_reads_past_unmapped_frames() -> None:
         tx.shutdown()
     assert rx.filters is None  # no per-frame filtering in Python
     assert n == 300 and seen.count(0x100) == 100  # one batch, nothing lost after an unmapped frame
+
+
+def test_link_state_is_read_from_the_interface_flags(tmp_path: Path) -> None:
+    # A real sysfs has lo, which is always up; an interface that does not exist is "cannot tell".
+    assert link_is_up("lo") is True
+    assert link_is_up("can-does-not-exist") is None
+    # can0 as the kernel shows it without a bitrate (down: 0x80 NOARP) and once up (0xc1).
+    for name, flags in (("can0", "0x80"), ("can1", "0xc1")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "flags").write_text(flags + "\n")
+    assert link_is_up("can0", tmp_path) is False
+    assert link_is_up("can1", tmp_path) is True
+    assert link_is_up("../can0", tmp_path) is None  # a channel is a name, never a path

@@ -4,7 +4,9 @@ that speaks the agent's wire format, and logged-in HTTP clients."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -17,6 +19,7 @@ import httpx
 import paho.mqtt.client as mqtt
 import pytest
 from mqtt_helpers import Mosquitto, free_port, make_pki, shipped_tls_mosquitto
+from pg_helpers import PostgresCluster, pg_bindir
 
 # tests/relay has no __init__.py, so its folder could shadow the project's `relay` package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -39,18 +42,74 @@ CERT_NAMES = ("carfriend-relay", "car-a", "car-b", "car-pub", "car-stranger")
 MESSAGE_NS = uuid.UUID("6f1d1c2e-6a53-5c3e-9f0a-2b8c7d0e4a11")
 
 
-def relay_config(tmp: Path, broker: Mosquitto, **sections: dict[str, Any]) -> RelayConfig:
-    """A config file in tmp pointing at the broker; returns the loaded config."""
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PostgresCluster]:
+    """One throw-away PostgreSQL cluster for the session (started by the first test needing it)."""
+    if pg_bindir() is None:
+        pytest.fail("PostgreSQL is not installed: run the README's test command, which installs it")
+    cluster = PostgresCluster().start()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_cluster: PostgresCluster) -> str:
+    """A database migrated to the newest schema, copied for each test (faster than migrating)."""
+    from relay.db import make_engine, migrate
+
+    url = pg_cluster.create_database()
+    engine = make_engine(url)
+    migrate(engine)
+    engine.dispose()
+    return url.rsplit("/", 1)[1]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test using db_url (the relay fixtures do) runs on each backend, or on those its
+    `backends` marker names (the slow end-to-end ones run on one)."""
+    if "db_url" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("backends")
+        metafunc.parametrize("db_url", marker.args if marker else BACKENDS, indirect=True)
+
+
+@pytest.fixture
+def db_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """The relay's database: None for the SQLite file in tmp_path, or a fresh PostgreSQL
+    database (a copy of a migrated template) dropped after the test."""
+    if request.param == "sqlite":
+        yield None
+        return
+    cluster: PostgresCluster = request.getfixturevalue("pg_cluster")
+    url = cluster.create_database(template=request.getfixturevalue("pg_template"))
+    yield url
+    cluster.drop_database(url)
+
+
+def on_backends(*names: str) -> pytest.MarkDecorator:
+    """Run a test (or, as pytestmark, a module) on these backends only."""
+    return pytest.mark.backends(*names)
+
+
+def relay_config(tmp: Path, broker: Mosquitto, db_url: str | None = None,
+                 **sections: dict[str, Any]) -> RelayConfig:
+    """A config file in tmp pointing at the broker (and the database, when db_url is given);
+    returns the loaded config."""
     raw = {"mqtt": {"host": broker.host, "port": broker.port,
                     "client_id": f"relay-{uuid.uuid4().hex[:8]}"},
            "web": {"host": "127.0.0.1", "port": free_port()},
            "ingest": {"state_history_min_interval_s": 0}}
+    if db_url is not None:
+        raw["database"] = {"url": db_url}
     for name, values in sections.items():
         raw.setdefault(name, {}).update(values)
     lines = []
     for section, values in raw.items():
         lines.append(f"[{section}]")
         lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+    tmp.mkdir(parents=True, exist_ok=True)
     path = tmp / "relay.toml"
     path.write_text("\n".join(lines) + "\n")
     return load_config(path, environ={})
@@ -95,18 +154,20 @@ def tls_broker(pki: Path) -> Iterator[Mosquitto]:
     broker.close()
 
 
-def tls_relay_config(tmp: Path, broker: Mosquitto, pki: Path, **sections: dict[str, Any]) -> RelayConfig:
+def tls_relay_config(tmp: Path, broker: Mosquitto, pki: Path, db_url: str | None = None,
+                     **sections: dict[str, Any]) -> RelayConfig:
     """The relay as a client of the mTLS listener, with its own certificate (CN carfriend-relay)."""
     mqtt_section = {"tls": True, "ca_file": str(pki / "ca.crt"),
                     "cert_file": str(pki / "carfriend-relay.crt"),
                     "key_file": str(pki / "carfriend-relay.key"), **sections.pop("mqtt", {})}
-    return relay_config(tmp, broker, mqtt=mqtt_section, **sections)
+    return relay_config(tmp, broker, db_url, mqtt=mqtt_section, **sections)
 
 
 @pytest.fixture
-def tls_relay(tmp_path: Path, tls_broker: Mosquitto, pki: Path) -> Iterator[Relay]:
+def tls_relay(tmp_path: Path, tls_broker: Mosquitto, pki: Path,
+              db_url: str | None) -> Iterator[Relay]:
     """The relay through the shipped mTLS listener and ACL, populated like ``relay``."""
-    r = Relay(tls_relay_config(tmp_path, tls_broker, pki), live_poll_s=1.0)
+    r = Relay(tls_relay_config(tmp_path, tls_broker, pki, db_url=db_url), live_poll_s=1.0)
     populate(r)
     r.start()
     assert r.ingest.connected.wait(30), "relay did not connect to the mTLS broker"
@@ -119,8 +180,9 @@ def cert_car(broker: Mosquitto, pki: Path, cert: str, client_id: str | None = No
 
 
 @pytest.fixture
-def relay(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[Relay]:
-    r = Relay(relay_config(tmp_path, mosquitto), live_poll_s=1.0)
+def relay(tmp_path: Path, mosquitto: Mosquitto, db_url: str | None) -> Iterator[Relay]:
+    """A populated relay on SQLite and on PostgreSQL (the test runs once on each)."""
+    r = Relay(relay_config(tmp_path, mosquitto, db_url), live_poll_s=1.0)
     populate(r)
     r.start()
     assert r.ingest.connected.wait(30), "relay did not connect to the broker"
@@ -255,7 +317,7 @@ def count_rows(relay: Relay, model: type, **where: Any) -> int:
 def pages_render(relay: Relay) -> None:
     """/fleet for the operator, /dealer for the dealer, the owner's and the operator's page of
     car-a, and the owner's live stream, which must go on to show a message added now."""
-    from relay.models import Message, utcnow
+    from relay.models import utcnow
 
     olga, dan, alice = (login(relay, u) for u in ("olga", "dan", "alice"))
     for client, path in ((olga, "/fleet"), (dan, "/dealer"), (alice, "/v/car-a"),
@@ -265,12 +327,28 @@ def pages_render(relay: Relay) -> None:
     live = SseReader(login(relay, "alice"), "/v/car-a/events")
     try:
         wait_until(lambda: live.of("state"), 10, "the state card on the live stream")
-        with relay.ctx.sessions() as s, s.begin():
-            s.add(Message(vehicle_id="car-a", msg_id=str(uuid.uuid4()), ts=utcnow(),
-                          kind="battery.low", severity="warning", visibility="private",
-                          text="AFTER-THE-BAD-DATA", data={}))
-        relay.ctx.hub.notify(["car-a"])
+        add_message(relay, vehicle_id="car-a", msg_id=str(uuid.uuid4()), ts=utcnow(),
+                    kind="battery.low", severity="warning", visibility="private",
+                    text="AFTER-THE-BAD-DATA", data={})
         wait_until(lambda: any("AFTER-THE-BAD-DATA" in d for d in live.of("item")), 10,
                    "a new message on the same live stream")
     finally:
         live.close()
+
+
+def add_message(relay: Relay, **fields: Any) -> None:
+    """Store a message as the ingest would (numbered under the vehicle's lock), wake its pages."""
+    from relay.store import add_messages
+
+    fields.setdefault("received_at", fields.get("ts"))
+    with relay.ctx.sessions() as s, s.begin():
+        add_messages(s, [fields])
+    relay.ctx.hub.notify([fields["vehicle_id"]])
+
+
+def start_relay_process(config_path: Path, log: Path) -> subprocess.Popen[bytes]:
+    """`carfriend relay --config F` as a process of its own (for SIGKILL), output to log."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "agent.cli", "relay", "--config",
+                                 str(config_path)], stdout=out, stderr=out, env=env, cwd=ROOT)

@@ -30,7 +30,8 @@ from agent.core.errors import ConfigError
 from relay.models import Command, Message
 from relay.server import Relay
 
-pytestmark = pytest.mark.slow
+# The relay on one database: these tests are about the browser, the agent or the broker.
+pytestmark = [pytest.mark.slow, pytest.mark.backends("sqlite")]
 
 
 class Listener:

@@ -30,7 +30,8 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
-pytestmark = pytest.mark.slow
+# The relay on one database: these tests are about the browser, the agent or the broker.
+pytestmark = [pytest.mark.slow, pytest.mark.backends("sqlite")]
 
 
 @pytest.fixture

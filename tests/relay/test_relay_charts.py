@@ -183,9 +183,15 @@ def test_history_stored_before_the_checks_still_renders(relay: Relay) -> None:
     """Infinity (which SQLite's JSON functions call malformed), a 401-digit integer, a lone
     surrogate and a value of the wrong shape, written straight into the history."""
     now = utcnow()
+    # PostgreSQL's json refuses non-finite numbers, and its -> operator a lone surrogate's
+    # escape: rows the ingest checks refuse cannot predate them there (PostgreSQL support came
+    # after the checks), so the worst is a 401-digit number and a control character.
+    pg = relay.engine.dialect.name == "postgresql"
+    inf, nan = (10**401, 10**401) if pg else (float("inf"), float("nan"))
+    lone = "\x01" if pg else "\ud800"
     with relay.ctx.sessions() as s, s.begin():
-        for i, signals in enumerate([{SOC: {"value": float("inf")}, CHARGING: {"value": "\ud800"}},
-                                     {SOC: {"value": 10**401}, AUX: {"value": float("nan")}},
+        for i, signals in enumerate([{SOC: {"value": inf}, CHARGING: {"value": lone}},
+                                     {SOC: {"value": 10**401}, AUX: {"value": nan}},
                                      {SOC: "not an entry", POWER: {"value": [1, 2]}},
                                      {SOC: {"value": 42.0}, AUX: {"value": 12.3}}]):
             s.add(StateRecord(vehicle_id="car-a", ts=now - timedelta(minutes=4 - i),

@@ -22,7 +22,8 @@ from relay.server import Relay
 ROOT = Path(__file__).resolve().parents[2]
 AGENT_CONFIG = ROOT / "config" / "vehicles" / "carfriend-ev.toml"
 VEHICLE = "carfriend-ev-0001"
-pytestmark = pytest.mark.slow
+# The relay on one database: these tests are about the browser, the agent or the broker.
+pytestmark = [pytest.mark.slow, pytest.mark.backends("sqlite")]
 
 
 def test_owner_answers_later_and_the_real_agent_schedules_the_charge(relay: Relay,
@@ -65,10 +66,8 @@ def test_owner_answers_later_and_the_real_agent_schedules_the_charge(relay: Rela
 
         final = wait_until(status, 60, "the agent's final result")
         assert final == "completed", (tmp_path / "agent.log").read_text()[-3000:]
-        statuses = [json.loads(d)["status"] for d in live.of("command")]
         wait_until(lambda: "completed" in [json.loads(d)["status"] for d in live.of("command")],
                    10, "completed on the live stream")
-        assert "accepted" in statuses or "completed" in statuses
         wait_until(lambda: any("charge.scheduled" in d for d in live.of("item")), 30,
                    "the car's confirmation on the live stream")
         live.close()

@@ -15,8 +15,8 @@ import pytest
 from mqtt_helpers import Mosquitto
 from notify_kit import PushService, Webhook
 from relay_testkit import CarPublisher, persona_message, relay_config, wait_until
+from relay_testkit import start_relay_process as start_relay
 from sqlalchemy import func, select
-from test_relay_restart import start_relay
 
 from relay.admin import add_user, add_vehicles, grant
 from relay.db import make_engine, make_sessionmaker, migrate

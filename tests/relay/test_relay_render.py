@@ -13,6 +13,7 @@ from relay_testkit import cert_car, count_rows, login, pages_render, persona_mes
 
 from relay.models import Appointment, Message, Vehicle, utcnow
 from relay.server import Relay
+from relay.store import add_messages
 
 SOC = "Vehicle.Powertrain.TractionBattery.StateOfCharge.Displayed"
 DTCS = "Vehicle.Diagnostics.DTCList"
@@ -22,22 +23,26 @@ HUGE = 10**401
 
 def store_hostile_rows(relay: Relay) -> None:
     """What the security review got stored, written straight into the database (lone
-    surrogates only in JSON columns: SQLite's text columns cannot hold them)."""
+    surrogates only in JSON columns: SQLite's text columns cannot hold them). PostgreSQL's json
+    refuses non-finite numbers, so there the worst is a number too big to format."""
+    inf = HUGE if relay.engine.dialect.name == "postgresql" else float("inf")
+    nan = HUGE if relay.engine.dialect.name == "postgresql" else float("nan")
     with relay.ctx.sessions() as s, s.begin():
         v = s.get(Vehicle, "car-a")
         assert v is not None
         v.state = {SOC: {"value": HUGE}, DTCS: {"value": ["P0A80", "\ud800X"]},
                    CHARGING: {"value": True}, "Vehicle.LowVoltageBattery.CurrentVoltage":
-                   {"value": float("inf")}}
-        v.fleet = {"outbox.status": {"outbox": {"queued_total": HUGE, "oldest_age_s": float("inf"),
-                                                "dropped": {"info": float("inf")}}}}
+                   {"value": inf}}
+        v.fleet = {"outbox.status": {"outbox": {"queued_total": HUGE, "oldest_age_s": inf,
+                                                "dropped": {"info": inf}}}}
         v.revision += 1
         s.add(Appointment(vehicle_id="car-a", dedup_key="x", service_type="brakes",
                           payload={"service_type": "brakes\udc00", "odometer_km": HUGE,
-                                   "slots": ["\ud83d"], "deep": {"a": [float("nan")]}}))
-        s.add(Message(vehicle_id="car-a", msg_id="m-eta", ts=utcnow(), kind="charge.started",
-                      severity="info", visibility="private", text="charging",
-                      persona="Kit", question=["ok\ud800"], data={"eta": "\ud800"}))
+                                   "slots": ["\ud83d"], "deep": {"a": [nan]}}))
+        add_messages(s, [dict(vehicle_id="car-a", msg_id="m-eta", ts=utcnow(),
+                              received_at=utcnow(), kind="charge.started", severity="info",
+                              visibility="private", text="charging", persona="Kit",
+                              question=["ok\ud800"], data={"eta": "\ud800"})])
 
 
 def test_pages_and_the_live_stream_render_data_stored_before_the_checks(relay: Relay) -> None:

@@ -3,17 +3,20 @@ lose nothing and store nothing twice."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from mqtt_helpers import Mosquitto
-from relay_testkit import CarPublisher, persona_message, relay_config, wait_until
+from relay_testkit import (
+    CarPublisher,
+    persona_message,
+    relay_config,
+    start_relay_process,
+    wait_until,
+)
 from sqlalchemy import func, select
 
 from relay.admin import add_vehicles
@@ -33,16 +36,9 @@ def broker() -> Iterator[Mosquitto]:
     b.close()
 
 
-def start_relay(config_path: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "agent.cli", "relay", "--config",
-                                 str(config_path)], stdout=out, stderr=out, env=env, cwd=ROOT)
-
-
-def test_relay_killed_during_a_burst_loses_and_duplicates_nothing(tmp_path: Path,
-                                                                  broker: Mosquitto) -> None:
-    config = relay_config(tmp_path, broker, ingest={"batch_max": 50})
+def test_relay_killed_during_a_burst_loses_and_duplicates_nothing(
+        tmp_path: Path, broker: Mosquitto, db_url: str | None) -> None:
+    config = relay_config(tmp_path, broker, db_url, ingest={"batch_max": 50})
     engine = make_engine(config.database.url)
     migrate(engine)
     sessions = make_sessionmaker(engine)
@@ -55,7 +51,7 @@ def test_relay_killed_during_a_burst_loses_and_duplicates_nothing(tmp_path: Path
                     int(s.scalar(select(func.count(func.distinct(Message.msg_id)))) or 0))
 
     log = tmp_path / "relay.log"
-    proc = start_relay(tmp_path / "relay.toml", log)
+    proc = start_relay_process(tmp_path / "relay.toml", log)
     car = CarPublisher(broker)
     total, t0 = 3000, 1_790_000_000.0
     try:
@@ -74,7 +70,7 @@ def test_relay_killed_during_a_burst_loses_and_duplicates_nothing(tmp_path: Path
                         persona_message("car-a", "battery.low", ts=t0 + i), wait=False)
         car.publish("carfriend/v1/car-a/status", b"online")  # waits: all of the above are out
         assert 0 < killed_at < total
-        proc = start_relay(tmp_path / "relay.toml", log)
+        proc = start_relay_process(tmp_path / "relay.toml", log)
         wait_until(lambda: stored()[0] >= total, 90, f"all {total} messages stored")
         time.sleep(1.0)  # anything still arriving would be a duplicate
         assert stored() == (total, total)

@@ -8,6 +8,7 @@ import os
 import stat
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -16,18 +17,22 @@ from relay_testkit import (
     PASSWORD,
     SseReader,
     base_url,
+    count_rows,
     csrf_of,
     login,
+    on_backends,
     persona_message,
     relay_config,
     wait_until,
 )
+from relay_testkit import add_message as store_message
+from sqlalchemy import select
 
 from agent.core.errors import ConfigError
 from relay.admin import grant, revoke, set_password
 from relay.auth import LoginLimiter, load_or_create_secret
 from relay.config import WebConfig
-from relay.models import Message, utcnow
+from relay.models import LoginFailure, utcnow
 from relay.server import Relay
 from relay.web import secure_cookies
 
@@ -38,10 +43,8 @@ def stream_ended(reader: SseReader) -> bool:
 
 def add_message(relay: Relay, text: str) -> None:
     msg = persona_message("car-a", "battery.low", text=text)
-    with relay.ctx.sessions() as s, s.begin():
-        s.add(Message(vehicle_id="car-a", msg_id=msg["id"], ts=utcnow(), kind="battery.low",
-                      severity="warning", visibility="private", text=text, data={}))
-    relay.ctx.hub.notify(["car-a"])
+    store_message(relay, vehicle_id="car-a", msg_id=msg["id"], ts=utcnow(), kind="battery.low",
+                  severity="warning", visibility="private", text=text, data={})
 
 
 # -- finding 6: live streams -------------------------------------------------------------
@@ -161,15 +164,44 @@ def test_guesses_from_many_addresses_are_slowed_down(relay: Relay) -> None:
     assert try_login(client_from(relay, "127.0.0.21"), "alice", PASSWORD) == 303
 
 
-def test_the_limiter_never_forgets_a_blocked_pair_under_a_spray_of_names() -> None:
-    limiter = LoginLimiter(attempts=5, window_s=300)
+def test_the_limiter_keeps_a_blocked_pair_under_a_spray_of_names_and_forgets_old_failures(
+        relay: Relay) -> None:
+    limiter = LoginLimiter(relay.ctx.sessions, attempts=5, window_s=300)
+    t0 = utcnow()
     for _ in range(5):
-        limiter.failed("alice", "10.0.0.1", now=0.0)
-    assert limiter.check("alice", "10.0.0.1", now=1.0)[0]
-    for i in range(60_000):  # 120,000 new keys: beyond the table's 100,000
-        limiter.failed(f"spray-{i}", f"10.1.{i // 250}.{i % 250}", now=2.0)
-    assert limiter.check("alice", "10.0.0.1", now=3.0)[0]
-    assert not limiter.check("alice", "10.0.0.2", now=3.0)[0]  # alice elsewhere: slowed only
+        limiter.failed("alice", "10.0.0.1", now=t0)
+    assert limiter.check("alice", "10.0.0.1", now=t0 + timedelta(seconds=1))[0]
+    for i in range(300):
+        limiter.failed(f"spray-{i}", f"10.1.{i // 250}.{i % 250}", now=t0 + timedelta(seconds=2))
+    assert limiter.check("alice", "10.0.0.1", now=t0 + timedelta(seconds=3))[0]
+    assert not limiter.check("alice", "10.0.0.2", now=t0 + timedelta(seconds=3))[0]  # slowed only
+    # Past the window the block ends, and the next failure deletes what expired: bounded.
+    later = t0 + timedelta(seconds=400)
+    assert not limiter.check("alice", "10.0.0.1", now=later)[0]
+    limiter.failed("bob", "10.0.0.9", now=later)
+    assert count_rows(relay, LoginFailure) == 3
+    # No names or addresses in the table, only digests.
+    with relay.ctx.sessions() as s:
+        keys = set(s.scalars(select(LoginFailure.key)))
+    assert all(len(k) == 64 and "bob" not in k for k in keys)
+
+
+@on_backends("postgresql")
+def test_the_login_limit_and_sessions_hold_across_two_relay_instances(
+        relay: Relay, tmp_path: Path, mosquitto) -> None:
+    other = Relay(relay_config(tmp_path / "b", mosquitto, relay.config.database.url))
+    other.start()
+    try:
+        a, b = client_from(relay, "127.0.0.2"), client_from(other, "127.0.0.2")
+        assert [try_login(a, "alice", f"guess-{i}") for i in range(5)] == [401] * 5
+        assert try_login(b, "alice", "guess-5") == 429  # B counts A's failures
+        # A cookie from A is a session on B: one secret, one sessions table.
+        alice_a = login(relay, "alice")
+        alice_b = httpx.Client(base_url=base_url(other), cookies=alice_a.cookies, timeout=10)
+        page = alice_b.get("/v/car-a", follow_redirects=False)
+        assert page.status_code == 200 and "Pre-boy" in page.text
+    finally:
+        other.stop()
 
 
 def test_cookies_are_secure_unless_the_relay_listens_on_loopback() -> None:

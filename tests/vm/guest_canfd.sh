@@ -13,8 +13,8 @@ ip -d link show vcan0 > $J/show-link.txt 2>&1
 
 printf 'listener 18830 127.0.0.1\nallow_anonymous true\nuser root\npersistence false\n' > /tmp/mosquitto.conf
 /usr/sbin/mosquitto -c /tmp/mosquitto.conf > $J/mosquitto.log 2>&1 &
-for i in $(seq 50); do mosquitto_sub -p 18830 -t '$SYS/#' -C 1 -W 1 >/dev/null 2>&1 && break; sleep 0.2; done
-mosquitto_sub -p 18830 -q 1 -t 'carfriend/v1/#' -F '%r	%t	%p' > $J/mqtt.txt 2>$J/mqtt.err &
+for i in $(seq 50); do mosquitto_sub -h 127.0.0.1 -p 18830 -t '$SYS/#' -C 1 -W 1 >/dev/null 2>&1 && break; sleep 0.2; done
+mosquitto_sub -h 127.0.0.1 -p 18830 -q 1 -t 'carfriend/v1/#' -F '%r	%t	%p' > $J/mqtt.txt 2>$J/mqtt.err &
 SUB=$!
 stamp broker
 

@@ -12,8 +12,8 @@ ip link add dev vcan0 type vcan && ip link set vcan0 up || exit 10
 printf 'listener 18830 127.0.0.1\nallow_anonymous true\nuser root\npersistence false\n' > /tmp/mosquitto.conf
 /usr/sbin/mosquitto -c /tmp/mosquitto.conf > $J/mosquitto.log 2>&1 &
 # The recorder: every publish on the vehicle's topics, one line each: retain<TAB>topic<TAB>payload
-for i in $(seq 50); do mosquitto_sub -p 18830 -t '$SYS/#' -C 1 -W 1 >/dev/null 2>&1 && break; sleep 0.2; done
-mosquitto_sub -p 18830 -q 1 -t 'carfriend/v1/#' -F '%r	%t	%p' > $J/mqtt.txt 2>$J/mqtt.err &
+for i in $(seq 50); do mosquitto_sub -h 127.0.0.1 -p 18830 -t '$SYS/#' -C 1 -W 1 >/dev/null 2>&1 && break; sleep 0.2; done
+mosquitto_sub -h 127.0.0.1 -p 18830 -q 1 -t 'carfriend/v1/#' -F '%r	%t	%p' > $J/mqtt.txt 2>$J/mqtt.err &
 SUB=$!
 stamp broker
 
@@ -47,7 +47,7 @@ for i in $(seq 60); do grep -q "lost" $J/agent.log && break; sleep 0.5; done
 stamp unplugged
 sleep 3
 ip link add dev vcan0 type vcan && ip link set vcan0 up
-for i in $(seq 120); do grep -q "is back" $J/agent.log && break; sleep 0.5; done
+for i in $(seq 120); do grep -q -E "is (back|up)" $J/agent.log && break; sleep 0.5; done
 stamp replugged
 
 $PY -m agent.cli simulate --scenario "$SCENARIO" --interface socketcan --channel vcan0 \

@@ -9,6 +9,12 @@
 #                  before init starts. Without it a temporary folder is used and deleted.
 # VCANVM_SYSTEMD=1 boot systemd as PID 1 (~35 s more) and run the command as a oneshot unit,
 #                  with systemd-networkd creating vcan0 from the project's systemd/vcan0.netdev.
+#                  The guest boots into vcanvm.target, which starts the job, udev and networkd
+#                  and none of the services this host enabled (they are masked in the guest):
+#                  a host with mosquitto or postgresql enabled boots the guest as fast as one
+#                  without. VCANVM_UNITS='a.service ...' keeps host-enabled units startable.
+#                  The job folder gets boot_s (guest uptime when the job started) and, after
+#                  the command, units-started.txt (every unit systemd started this boot).
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
@@ -25,16 +31,30 @@ printf '%s\n' "$1" > "$JOB/cmd"; pwd > "$JOB/cwd"
 APPEND="console=ttyS0 panic=-1 quiet loglevel=3 vkdir=$KDIR vjob=/vcanvm-job"
 if [ "${VCANVM_SYSTEMD:-0}" = 1 ]; then
   R=$JOB/rootfs/etc/systemd
-  mkdir -p "$R/system/multi-user.target.wants" "$R/network" "$JOB/rootfs/etc/tmpfiles.d"
+  mkdir -p "$R/system" "$R/system.control" "$R/network" "$JOB/rootfs/etc/tmpfiles.d"
   cat > "$JOB/run.sh" <<'EOS'
 J=$(dirname "$0")
+read -r up _ < /proc/uptime; echo "$up" > "$J/boot_s"
 sh "$J/cmd"; rc=$?
+# every unit systemd began to start (or listen on) this boot; `systemctl show '*'` takes a minute
+journalctl -b _PID=1 MESSAGE_ID=7d4958e842da4a758f6c1cdc7b36dcc5 MESSAGE_ID=39f53479d3a045ac8e11786248231fbf \
+  -o cat --output-fields=UNIT | sort -u > "$J/units-started.txt" 2>&1
 echo "$rc" > "$J/rc"; echo "VCANVM_EXIT=$rc"
 EOS
+  # The guest's own default target: the job, networkd (vcan0) and the basics systemd needs,
+  # not multi-user.target, whose wants are whatever this host enabled.
+  cat > "$R/system/vcanvm.target" <<EOU
+[Unit]
+Description=vcanvm: the job and what it needs
+Requires=sysinit.target
+Wants=sockets.target systemd-networkd.service vcanvm-job.service
+After=sysinit.target sockets.target
+AllowIsolate=yes
+EOU
   cat > "$R/system/vcanvm-job.service" <<EOU
 [Unit]
 Description=vcanvm job
-After=basic.target network.target systemd-networkd.service
+After=sysinit.target sockets.target systemd-networkd.service
 [Service]
 Type=oneshot
 WorkingDirectory=$(pwd)
@@ -47,7 +67,17 @@ TimeoutStartSec=infinity
 ExecStart=/bin/sh /vcanvm-job/run.sh
 ExecStopPost=/bin/systemctl poweroff --no-block
 EOU
-  ln -sf ../vcanvm-job.service "$R/system/multi-user.target.wants/vcanvm-job.service"
+  # Units this host enabled may still hang off sysinit.target or sockets.target (or be pulled
+  # by something): mask every one the harness does not use. system.control/ ranks above
+  # /etc/systemd/system, so a host unit file of the same name is hidden, not overwritten.
+  for link in /etc/systemd/system/*.wants/* /etc/systemd/system/*.requires/*; do
+    u=${link##*/}
+    case $u in
+      *.target|systemd-networkd*|systemd-udevd*|systemd-journald*|vcanvm*|'*') continue ;;
+    esac
+    case " ${VCANVM_UNITS:-} " in *" $u "*) continue ;; esac
+    ln -sf /dev/null "$R/system.control/$u"
+  done
   # keep the host's /tmp (snapshot) visible: don't let systemd-tmpfiles wipe it at boot
   : > "$JOB/rootfs/etc/tmpfiles.d/tmp.conf"
   # no gettys: they would vhangup the serial console we print to
@@ -56,8 +86,7 @@ EOU
   done
   # vcan0 the way a developer machine gets it: the project's systemd-networkd files
   cp "$REPO/systemd/vcan0.netdev" "$REPO/systemd/vcan0.network" "$R/network/"
-  ln -sf /lib/systemd/system/systemd-networkd.service "$R/system/multi-user.target.wants/systemd-networkd.service"
-  APPEND="$APPEND vinit=/lib/systemd/systemd systemd.unit=multi-user.target systemd.show_status=0"
+  APPEND="$APPEND vinit=/lib/systemd/systemd systemd.unit=vcanvm.target systemd.show_status=0"
 else
   APPEND="$APPEND vinit=$HERE/guest-init.sh"
 fi

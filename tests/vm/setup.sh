@@ -1,9 +1,10 @@
 #!/bin/sh
 # Prepare the test VM: a stock Debian kernel with SocketCAN (vcan) for a host kernel that has none.
 # Installs from apt whatever is missing of qemu-system-x86, kmod, busybox-static, iproute2,
-# mosquitto, mosquitto-clients, systemd and python3-venv; extracts (does not install) the
+# mosquitto, mosquitto-clients, systemd, udev and python3-venv; extracts (does not install) the
 # current Debian kernel and the few modules the guest needs into tests/vm/kernel/, and builds
 # tests/vm/initrd.cpio.gz. Idempotent: a second run does nothing (~0 s).
+#   setup.sh --missing   only print the missing packages (scripts/test.sh installs them with its own)
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
 KDIR=${VCANVM_KDIR:-$HERE/kernel}
@@ -11,7 +12,9 @@ INITRD=${VCANVM_INITRD:-$HERE/initrd.cpio.gz}
 export DEBIAN_FRONTEND=noninteractive
 
 # The VM itself, then what the guest jobs use from this host's file system: ip, a broker and
-# its client, systemd as PID 1 (with networkd for vcan0), and python3-venv for install.sh.
+# its client, systemd as PID 1 with networkd for vcan0 and udev (networkd configures only links
+# udev has initialised: without it vcan0 stays DOWN), and python3-venv for install.sh.
+# Checked against a fresh Debian 12 (debootstrap --variant=minbase): see tests/vm/README.md.
 need=""
 command -v qemu-system-x86_64 >/dev/null || need="$need qemu-system-x86"
 command -v depmod >/dev/null || need="$need kmod"
@@ -20,7 +23,12 @@ command -v ip >/dev/null || need="$need iproute2"
 [ -x /usr/sbin/mosquitto ] || need="$need mosquitto"
 command -v mosquitto_sub >/dev/null || need="$need mosquitto-clients"
 [ -x /lib/systemd/systemd ] && [ -x /lib/systemd/systemd-networkd ] || need="$need systemd"
+[ -x /lib/systemd/systemd-udevd ] || need="$need udev"
 /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || need="$need python3-venv"
+if [ "${1:-}" = --missing ]; then
+  echo $need
+  exit 0
+fi
 if [ -n "$need" ]; then
   # other jobs on the machine may hold the dpkg lock: wait for it rather than fail
   apt-get -o DPkg::Lock::Timeout=600 update -qq

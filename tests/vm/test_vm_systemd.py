@@ -1,4 +1,5 @@
-"""The shipped unit under systemd as PID 1: install, READY, messages, watchdog restart, clean stop."""
+"""The shipped unit under systemd as PID 1: install, READY with vcan0 down, messages once it is up,
+watchdog restart, clean stop; the guest boots none of the services this host enabled."""
 
 from __future__ import annotations
 
@@ -12,6 +13,12 @@ import pytest
 from vmharness import REPO, GuestRun, VirtualMachine
 
 pytestmark = pytest.mark.vm
+
+# vcan0 is down for this long after the agent started (a can0 without a bitrate stays down).
+LINK_DOWN_S = 60
+WAITING = "waiting for vcan0 to come up (link is down: set its bitrate, see docs/deployment.md)"
+# Units the guest uses (the job installs and starts carfriend), never masked by the harness.
+HARNESS_UNITS = ("systemd-networkd", "systemd-udevd", "systemd-journald", "vcanvm", "carfriend.service")
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +36,8 @@ def run(vm: VirtualMachine, guest_python: str, wheelhouse: Path,
         tmp_path_factory: pytest.TempPathFactory) -> GuestRun:
     job = tmp_path_factory.mktemp("vm-systemd")
     return vm.run("sh tests/vm/guest_systemd.sh", job, systemd=True, timeout_s=1200, env={
-        "WHEELHOUSE": str(wheelhouse), "PY": guest_python, "REPO": str(REPO)})
+        "WHEELHOUSE": str(wheelhouse), "PY": guest_python, "REPO": str(REPO),
+        "LINK_DOWN_S": str(LINK_DOWN_S)}, units=("carfriend.service",))
 
 
 def show(run: GuestRun, moment: str) -> dict[str, str]:
@@ -55,6 +63,38 @@ def test_install_script_installs_and_start_returns_once_ready(run: GuestRun) -> 
     ready = show(run, "ready")
     assert (ready["ActiveState"], ready["SubState"]) == ("active", "running"), ready
     assert ready["StatusText"], "READY=1 came without a STATUS="
+
+
+def host_enabled_units() -> set[str]:
+    """Units this host enabled (its /etc/systemd/system/*.wants and *.requires), but targets."""
+    etc = Path("/etc/systemd/system")
+    links = [*etc.glob("*.wants/*"), *etc.glob("*.requires/*")]
+    return {p.name for p in links if not p.name.endswith(".target")}
+
+
+def test_the_guest_starts_none_of_the_services_enabled_on_the_host(run: GuestRun) -> None:
+    # The guest boots this host's /: without isolation every service the host enabled (Debian's
+    # mosquitto, which the test command installs, or postgresql) started in the guest too,
+    # under software emulation, slowing the boot and competing with the test.
+    enabled = {u for u in host_enabled_units() if not u.startswith(HARNESS_UNITS)}
+    if not enabled:
+        pytest.skip("this host enabled no services: nothing to keep out of the guest")
+    started = run.started_units()
+    assert "vcanvm-job.service" in started, run.explain()  # units.txt is there and parsed
+    assert not enabled & started, (sorted(enabled & started), f"guest boot took {run.boot_s} s")
+
+
+def test_a_link_down_at_start_is_one_waiting_line_and_status_then_one_up_line(run: GuestRun) -> None:
+    assert "state DOWN" in run.file("vcan0-down.txt"), run.explain()  # it really was down
+    assert show(run, "ready")["StatusText"] == WAITING
+    # LINK_DOWN_S later: ~30 retries and ~60 housekeeping rounds on, STATUS= still says it.
+    assert show(run, "down")["StatusText"].startswith(WAITING + "; frames 0"), show(run, "down")
+    journal = run.file("journal.txt")
+    about_vcan0 = [line for line in journal.splitlines() if "vcan0" in line and " ready: " not in line]
+    assert len(about_vcan0) == 2, about_vcan0  # done when: at most two lines in 60 s down
+    assert WAITING in about_vcan0[0] and "CAN bus socketcan vcan0 is up" in about_vcan0[1], about_vcan0
+    # and frames flow after it: the simulator's fault became a message
+    assert journal.index("vcan0 is up") < journal.index("message dtc.new"), journal
 
 
 def test_messages_flow_from_the_simulator_on_vcan0(run: GuestRun) -> None:

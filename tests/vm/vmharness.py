@@ -30,6 +30,16 @@ class GuestRun:
     job: Path
     console: str
 
+    @property
+    def boot_s(self) -> float | None:
+        """systemd mode: the guest's uptime when the job started (kernel + systemd boot)."""
+        text = self.file("boot_s").strip()
+        return float(text) if text else None
+
+    def started_units(self) -> set[str]:
+        """systemd mode: every unit systemd started (or began to) in the guest, from the journal."""
+        return set(self.file("units-started.txt").split())
+
     def file(self, name: str) -> str:
         path = self.job / name
         return path.read_text(errors="replace") if path.exists() else ""
@@ -47,10 +57,12 @@ class VirtualMachine:
     """Runs a shell command in a fresh VM with a kept job folder."""
 
     def run(self, command: str, job: Path, *, systemd: bool = False, timeout_s: float = 900,
-            env: dict[str, str] | None = None) -> GuestRun:
+            env: dict[str, str] | None = None, units: tuple[str, ...] = ()) -> GuestRun:
+        """`units`: host-enabled units the job itself starts (the others are masked in the guest)."""
         job.mkdir(parents=True, exist_ok=True)
         guest_env = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
-        host_env = {**os.environ, "VCANVM_JOB": str(job), "VCANVM_TIMEOUT": str(int(timeout_s))}
+        host_env = {**os.environ, "VCANVM_JOB": str(job), "VCANVM_TIMEOUT": str(int(timeout_s)),
+                    "VCANVM_UNITS": " ".join(units)}
         if systemd:
             host_env["VCANVM_SYSTEMD"] = "1"
         result = subprocess.run(

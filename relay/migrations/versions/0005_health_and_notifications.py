@@ -1,7 +1,7 @@
 """the agents' health document on each vehicle; the notification tables
 
 Revision ID: 0005
-Revises: 0002
+Revises: 0003
 Create Date: 2026-12-02 10:00:00
 
 Numbered after issue 16's 0003/0004 (PostgreSQL, retention), which are developed at the same
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0005'
-down_revision: str | Sequence[str] | None = '0002'
+down_revision: str | Sequence[str] | None = '0003'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -24,7 +24,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('health_at', sa.DateTime(), nullable=True))
     op.create_table('notify_cursor',
     sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('seq', sa.Integer(), nullable=False),
+    sa.Column('seq', sa.BigInteger(), nullable=False),  # a messages.seq (64-bit since 0003)
     sa.PrimaryKeyConstraint('id', name=op.f('pk_notify_cursor'))
     )
     op.create_table('notify_channels',
@@ -72,7 +72,7 @@ def upgrade() -> None:
     sa.Column('user_id', sa.Integer(), nullable=False),
     sa.Column('vehicle_id', sa.String(length=64), nullable=False),
     sa.Column('msg_id', sa.String(length=64), nullable=False),
-    sa.Column('message_seq', sa.Integer(), nullable=False),
+    sa.Column('message_seq', sa.BigInteger(), nullable=False),
     sa.Column('target', sa.String(length=40), nullable=False),
     sa.Column('channel', sa.String(length=32), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),

@@ -1,0 +1,131 @@
+"""The owner's data in the owner's hands: export as JSON and CSV, delete the history with a
+confirmation; nobody else can do either (web and command line, on both databases)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import zipfile
+from pathlib import Path
+
+import httpx
+import pytest
+from relay_testkit import (
+    CarPublisher,
+    base_url,
+    count_rows,
+    csrf_of,
+    login,
+    persona_message,
+    wait_until,
+)
+
+from relay.cli import cmd_export, cmd_purge
+from relay.models import Appointment, Command, Message, StateRecord, Vehicle
+from relay.server import Relay
+
+SOC = "Vehicle.Powertrain.TractionBattery.StateOfCharge.Displayed"
+HISTORY = (Message, StateRecord, Command, Appointment)
+
+
+def fill(relay: Relay, car: CarPublisher) -> None:
+    """car-a: a private message (one that a spreadsheet would run), a state, an appointment
+    request, a command; car-b: a message."""
+    car.publish("carfriend/v1/car-a/messages",
+                persona_message("car-a", "battery.low", text="=HYPERLINK(\"http://x\")"))
+    car.publish("carfriend/v1/car-a/state", {"ts": "2026-11-22T02:00:00Z", "signals": {
+        SOC: {"value": 55, "ts": "2026-11-22T02:00:00Z"}}})
+    car.publish("carfriend/v1/car-a/dealer/appointment", {"service_type": "brakes"})
+    car.message("car-b", "battery.low", text="BOB-ONLY")
+    alice = login(relay, "alice")
+    token = csrf_of(alice.get("/v/car-a").text)
+    assert alice.post("/v/car-a/command", data={"csrf": token, "name": "ping"},
+                      headers={"accept": "application/json"}).status_code == 200
+    wait_until(lambda: all(count_rows(relay, m, vehicle_id="car-a") for m in HISTORY)
+               and count_rows(relay, Message, vehicle_id="car-b"), 10, "the data")
+
+
+def test_the_owner_downloads_everything_about_the_car_as_json_and_csv(
+        relay: Relay, car: CarPublisher) -> None:
+    fill(relay, car)
+    alice = login(relay, "alice")
+    r = alice.get("/v/car-a/export?format=json")
+    assert r.status_code == 200 and "attachment" in r.headers["content-disposition"]
+    data = json.loads(r.content)
+    assert data["vehicle"]["id"] == "car-a" and data["vehicle"]["state"][SOC]["value"] == 55
+    assert [m["text"] for m in data["messages"]] == ["=HYPERLINK(\"http://x\")"]
+    assert len(data["state_history"]) == 1 and data["commands"][0]["name"] == "ping"
+    assert data["appointments"][0]["service_type"] == "brakes"
+    assert "BOB-ONLY" not in r.text
+    r = alice.get("/v/car-a/export?format=csv")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+    files = zipfile.ZipFile(io.BytesIO(r.content))
+    assert set(files.namelist()) == {"vehicle.csv", "messages.csv", "state_history.csv",
+                                     "commands.csv", "command_results.csv", "appointments.csv",
+                                     "fleet_reports.csv"}
+    messages = list(csv.DictReader(io.StringIO(files.read("messages.csv").decode())))
+    assert len(messages) == 1 and messages[0]["text"] == "'=HYPERLINK(\"http://x\")"
+    state = list(csv.DictReader(io.StringIO(files.read("state_history.csv").decode())))
+    assert json.loads(state[0]["signals"])[SOC]["value"] == 55
+
+
+@pytest.mark.parametrize(("who", "status"), [("fay", 403), ("dan", 403), ("olga", 403),
+                                             ("bob", 404), (None, 401)])
+def test_nobody_but_the_owner_can_export_or_delete(relay: Relay, car: CarPublisher,
+                                                   who: str | None, status: int) -> None:
+    fill(relay, car)
+    client = login(relay, who) if who else httpx.Client(base_url=base_url(relay), timeout=10)
+    for fmt in ("json", "csv"):
+        r = client.get(f"/v/car-a/export?format={fmt}", follow_redirects=False)
+        assert r.status_code == (303 if who is None else status), (who, r.status_code)
+        assert "HYPERLINK" not in r.text
+    token = csrf_of(client.get("/login" if who is None else "/").text)
+    r = client.post("/v/car-a/purge", data={"csrf": token, "confirm": "car-a"},
+                    follow_redirects=False)
+    assert r.status_code == status
+    assert all(count_rows(relay, m, vehicle_id="car-a") for m in HISTORY)
+
+
+def test_the_owner_deletes_the_history_after_typing_the_cars_id(
+        relay: Relay, car: CarPublisher, caplog: pytest.LogCaptureFixture) -> None:
+    fill(relay, car)
+    alice = login(relay, "alice")
+    token = csrf_of(alice.get("/v/car-a").text)
+    r = alice.post("/v/car-a/purge", data={"csrf": token, "confirm": "yes"})
+    assert r.status_code == 400 and "type car-a to confirm" in r.text
+    assert all(count_rows(relay, m, vehicle_id="car-a") for m in HISTORY)
+    with caplog.at_level(logging.WARNING, logger="relay.privacy"):
+        r = alice.post("/v/car-a/purge", data={"csrf": token, "confirm": "car-a"},
+                       follow_redirects=False)
+    assert r.status_code == 303
+    assert not any(count_rows(relay, m, vehicle_id="car-a") for m in HISTORY)
+    assert count_rows(relay, Message, vehicle_id="car-b") == 1  # another car's untouched
+    assert "history of car-a purged by alice" in caplog.text
+    with relay.ctx.sessions() as s:
+        vehicle = s.get(Vehicle, "car-a")
+        assert vehicle is not None and vehicle.state is None  # the car stays registered
+    page = alice.get("/v/car-a")
+    assert page.status_code == 200 and "history was deleted" in page.text
+    # New data is stored again, after the old (the live cursor does not go back).
+    car.message("car-a", "battery.low", text="AFTER-THE-PURGE")
+    wait_until(lambda: count_rows(relay, Message, vehicle_id="car-a") == 1, 10, "a new message")
+    assert "AFTER-THE-PURGE" in alice.get("/v/car-a").text
+
+
+def test_the_operator_exports_and_purges_from_the_command_line(
+        relay: Relay, car: CarPublisher, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fill(relay, car)
+    config = tmp_path / "relay.toml"
+    ns = argparse.Namespace(config=config, vehicle="car-a", format="json", output=None)
+    assert cmd_export(ns) == 0
+    assert json.loads(capsys.readouterr().out)["messages"][0]["vehicle_id"] == "car-a"
+    ns.format, ns.output = "csv", tmp_path / "car-a.zip"
+    assert cmd_export(ns) == 0
+    assert "messages.csv" in zipfile.ZipFile(ns.output).namelist()
+    assert cmd_purge(argparse.Namespace(config=config, vehicle="car-a", yes=True)) == 0
+    assert "messages 1" in capsys.readouterr().out
+    assert not any(count_rows(relay, m, vehicle_id="car-a") for m in HISTORY)
