@@ -161,6 +161,8 @@ class Agent:
         send = None if self.config.can.listen_only else self._send_frame
         if send is None:
             log.warning("[can] listen_only: diagnostic requests are configured but nothing is ever sent")
+        # The supported-PID memory (DiagRuntime(memory=...)) is not wired in yet: with it on,
+        # tests/cli/test_diag_live.py missed the 12 V dip in loaded runs (cause not found).
         return DiagRuntime(profile, self.pipeline, send, bitrate=self.config.can.bitrate or 500_000)
 
     def _process(self, ts: float, can_id: int, data: bytes) -> None:
@@ -168,6 +170,8 @@ class Agent:
         diag = self.diag
         if diag is None or not diag.on_frame(ts, can_id, data):
             self.pipeline.process(ts, can_id, data)
+            if diag is not None:
+                diag.after_broadcast(ts, can_id)
 
     def _read_once(self) -> None:
         bus = self.bus

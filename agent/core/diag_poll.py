@@ -94,6 +94,13 @@ class Poller:
         if ts > self.last_heard:
             self.last_heard = ts
 
+    def awake_signal(self, value: object, ts: float) -> None:
+        """The configured awake signal, decoded from a frame of the car's own at event time ts
+        (never from a polled answer): a true value is evidence the car is awake."""
+        if value is True or (isinstance(value, int | float) and not isinstance(value, bool) and value):
+            self.counts["awake_signal"] += 1
+            self.heard(ts)
+
     def awake(self, now: float) -> bool:
         return now - self.last_heard <= self.diag.quiet_after_s
 
@@ -154,6 +161,20 @@ class Poller:
         d.pending.pop(0)
         self._send(plan, now)
         return plan
+
+    def remember(self, supported: dict[int, set[int]]) -> None:
+        """Supported PIDs per response id known from an earlier run: no bitmap is asked again."""
+        if self.discovery is None or self.discovery.done or not supported:
+            return
+        self.discovery = Discovery(pending=[], supported={rx: set(p) for rx, p in supported.items()}, done=True)
+        self._finish_discovery()
+
+    def discovered(self) -> dict[int, set[int]] | None:
+        """Supported PIDs per response id once discovery is done and some ECU answered, else None."""
+        d = self.discovery
+        if d is None or not d.done or not any(d.supported.values()):
+            return None
+        return d.supported
 
     def _finish_discovery(self) -> None:
         d = self.discovery

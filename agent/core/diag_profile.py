@@ -114,6 +114,10 @@ class DiagRequest(_Model):
     timeout_s: Annotated[float, Field(gt=0, le=30)] = 1.0
     periods: Periods | None = None  # default: [diagnostics.periods]
     signal: list[DiagSignal] = Field(default_factory=list)
+    # Instead of inline signals: a message of the config's DBCs describing the whole reassembled
+    # response ("UDS DBC" style: the service byte first, multiplexed on service and identifier),
+    # its signals mapped to VSS in [signals] as "MESSAGE.SIGNAL".
+    dbc_message: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]{1,64}$")] | None = None
 
     @model_validator(mode="after")
     def _read_only(self) -> DiagRequest:
@@ -131,6 +135,8 @@ class DiagRequest(_Model):
         if self.service == 0x19 and self.identifier is not None and self.identifier >> 8 != 0x02:
             raise ValueError(f"request {label}: service 0x19 only with sub-function 0x02 "
                              "(identifier 0x02MM, MM the status mask)")
+        if self.dbc_message is not None and self.signal:
+            raise ValueError(f"request {label}: dbc_message and inline signals exclude each other")
         if self.tx_id != FUNCTIONAL_ID and self.rx_id is None:
             raise ValueError(f"request {label}: rx_id is required unless tx_id is 0x7DF (functional)")
         if not self.is_extended and (self.tx_id > 0x7FF or (self.rx_id or 0) > 0x7FF):
@@ -170,4 +176,23 @@ class DiagnosticsConfig(_Model):
     backoff_max_s: Annotated[float, Field(ge=1)] = 600.0
     # Seconds between two DTC reads (services 03, 07, 0A) while awake; 0: never.
     dtc_period_s: Period = 300.0
+    # Further evidence that the car is awake, besides any frame of its own: ids of the car's own
+    # frames (e.g. a network-management heartbeat) that pass the kernel filters for that, and a
+    # boolean VSS path mapped from a broadcast DBC signal (ignition on, IsCharging) whose frame,
+    # decoded true, counts. Both only within quiet_after_s; never polling traffic.
+    awake_ids: list[Annotated[int, Field(ge=0, le=0x1FFFFFFF)]] = Field(default_factory=list, max_length=32)
+    awake_signal: Annotated[str, Field(pattern=r"^Vehicle(\.[A-Za-z0-9_]+)+$")] | None = None
     request: list[DiagRequest] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _awake_ids(self) -> DiagnosticsConfig:
+        polling = {FUNCTIONAL_ID, *range(0x7E0, 0x7F0)}
+        for r in self.request:
+            polling.add(r.tx_id)
+            if r.rx_id is not None:
+                polling.add(r.rx_id)
+        for fid in self.awake_ids:
+            if fid in polling:
+                raise ValueError(f"awake_ids: 0x{fid:X} is polling traffic (a request or response id): "
+                                 "only frames the car sends of its own may show it awake")
+        return self

@@ -54,7 +54,7 @@ class Vehicle:
             return filters
         if not filters:
             return None
-        for rx in sorted(self.diagnostics.response_ids()):
+        for rx in sorted(self.diagnostics.response_ids() | set(self.diagnostics.config.awake_ids)):
             ext = rx > 0x7FF
             filters.append({"can_id": rx, "can_mask": 0x1FFFFFFF if ext else 0x7FF, "extended": ext})
         return filters

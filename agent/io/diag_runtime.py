@@ -9,8 +9,10 @@ sent and responses in a recorded session are matched to their request by their e
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 import can
 
@@ -20,6 +22,7 @@ from agent.core.diag_poll import Poller
 from agent.core.diag_profile import FUNCTIONAL_ID, OBD_RESPONSE_IDS
 from agent.core.pipeline import Pipeline
 from agent.io.isotp_link import IsoTpPort
+from agent.io.pid_memory import load_supported, save_supported
 
 log = logging.getLogger(__name__)
 Send = Callable[[can.Message], None]
@@ -28,7 +31,9 @@ Send = Callable[[can.Message], None]
 class DiagRuntime:
     """One vehicle's diagnostic polling; runs on the worker thread that owns the pipeline."""
 
-    def __init__(self, profile: DiagProfile, pipeline: Pipeline, send: Send | None, *, bitrate: int = 500_000) -> None:
+    def __init__(self, profile: DiagProfile, pipeline: Pipeline, send: Send | None, *, bitrate: int = 500_000,
+                 memory: Path | None = None, vehicle_id: str = "") -> None:
+        """memory: the state-dir file remembering the supported standard PIDs across restarts."""
         self.profile = profile
         self.pipeline = pipeline
         self.send = send
@@ -37,6 +42,16 @@ class DiagRuntime:
         skip = profile.skip_paths | broadcast
         self.poller = Poller(profile.plans, profile.config, bitrate, skip_paths=skip)
         self.poller.counts = self.counts
+        self.memory = memory if send is not None and profile.config.standard_pids else None
+        self.vehicle_id = vehicle_id
+        self._remembered = False
+        self.saver: threading.Thread | None = None  # writes the memory file once discovery is done
+        if self.memory is not None:
+            known = load_supported(self.memory, vehicle_id)
+            if known is not None:
+                self.poller.remember(known)
+                self._remembered = True
+                self.counts["supported_pids_remembered"] += 1
         self.decoder = DiagDecoder(pipeline.state)
         self.decoder.drops = self.counts
         self.replay_plans: list[DiagPlan] = []
@@ -49,6 +64,10 @@ class DiagRuntime:
         for tx, rx, ext in sorted(pairs):
             self.ports.setdefault(rx, IsoTpPort(tx, rx, ext, send, self.counts))
         self._functional: dict[bool, IsoTpPort] = {}
+        awake = profile.config.awake_signal
+        self.awake_signal_ids = frozenset(
+            fid for fid, plan in pipeline.decoder.plans.items() if any(sp.path == awake for sp in plan.signals)
+        ) if awake else frozenset()
         self.ours = frozenset(self.ports) | {p.tx_id for p in profile.plans} | {FUNCTIONAL_ID} | \
             {rx - 8 for rx in OBD_RESPONSE_IDS}
 
@@ -65,6 +84,14 @@ class DiagRuntime:
         for payload in port.feed(data):
             self._payload(can_id, payload, ts)
         return True
+
+    def after_broadcast(self, ts: float, can_id: int) -> None:
+        """A frame of the car's own went through the DBC decoder: a true awake signal it carried
+        (stamped at ts, so read from this very frame, never from a polled answer) shows the car awake."""
+        if can_id in self.awake_signal_ids:
+            path = self.profile.config.awake_signal
+            assert path is not None
+            self.poller.awake_signal(self.pipeline.state.current(path, ts, 0.0), ts)
 
     def _payload(self, rx_id: int, payload: bytes, ts: float) -> None:
         if self.send is None:
@@ -102,7 +129,17 @@ class DiagRuntime:
         self._send_due(now)
 
     def _send_due(self, now: float) -> None:
-        for plan in self.poller.due(now, self.pipeline.state):
+        due = self.poller.due(now, self.pipeline.state)
+        if self.memory is not None and not self._remembered:
+            found = self.poller.discovered()
+            if found is not None:
+                # Off the worker thread: a disk stalled by other writers must not stall polling.
+                snapshot = {rx: set(pids) for rx, pids in found.items()}
+                self.saver = threading.Thread(target=save_supported, args=(self.memory, self.vehicle_id, snapshot),
+                                              name="pid-memory", daemon=True)
+                self.saver.start()
+                self._remembered = True
+        for plan in due:
             try:
                 port = self._port_for(plan)
                 port.now = now

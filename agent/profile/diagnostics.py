@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+
+from cantools.database.can import Database
 
 from agent.core import vss
 from agent.core.diag_j1979 import STANDARD_PATHS
@@ -15,21 +18,28 @@ from agent.core.diag_profile import (
     DiagRequest,
 )
 from agent.core.settings import AgentConfig, SignalMap
+from agent.profile.diag_dbc import dbc_values, find_message
 from agent.profile.signalset import SIGNALSET_SOURCE, SignalSetBuilder, parse_signalset
 
 MIN_STALE_S = 30.0
 
 
 def diag_mappings(config: AgentConfig) -> dict[str, SignalMap]:
-    """[signals] entries that name a signal-set signal rather than a DBC signal."""
-    return {p: m for p, m in config.mappings().items() if m.message == SIGNALSET_SOURCE}
+    """[signals] entries that name a signal-set signal, or a signal of a DBC message that
+    describes a diagnostic response (dbc_message), rather than a broadcast DBC signal."""
+    diag = config.diagnostics
+    responses = {r.dbc_message for r in diag.request if r.dbc_message} if diag is not None and diag.enabled else set()
+    return {p: m for p, m in config.mappings().items() if m.message == SIGNALSET_SOURCE or m.message in responses}
 
 
-def load_diagnostics(config: AgentConfig) -> tuple[DiagProfile | None, list[str]]:
-    """(the profile, []) or (None, every problem); (None, []) when diagnostics are off."""
+def load_diagnostics(config: AgentConfig, databases: Sequence[tuple[str, Database]] = ()
+                     ) -> tuple[DiagProfile | None, list[str]]:
+    """(the profile, []) or (None, every problem); (None, []) when diagnostics are off.
+
+    `databases`: the config's loaded DBCs with their file names, for requests naming a dbc_message."""
     diag = config.diagnostics
     where = str(config.source or "config")
-    overrides = diag_mappings(config)
+    overrides = {p: m for p, m in diag_mappings(config).items() if m.message == SIGNALSET_SOURCE}
     if diag is None or not diag.enabled:
         if overrides:
             return None, [f'{where}: [signals] "{p}": "{m.source}" needs [diagnostics] signalset'
@@ -38,10 +48,14 @@ def load_diagnostics(config: AgentConfig) -> tuple[DiagProfile | None, list[str]
     problems: list[str] = []
     notes: list[str] = []
     plans = [_request_plan(r, diag, where) for r in diag.request]
+    for r, plan in zip(diag.request, plans, strict=True):
+        if r.dbc_message is not None:
+            plan.values = _dbc_values(r.dbc_message, plan, config, databases, where, problems)
     if diag.signalset is not None:
         plans += _signalset_plans(diag.signalset, diag, overrides, problems, notes)
     elif overrides:
         problems += [f'{where}: [signals] "{p}": "{m.source}" needs [diagnostics] signalset' for p, m in overrides.items()]
+    problems += _awake_problems(config, plans, where)
     seen: dict[str, str] = {}
     for plan in plans:
         if plan.key in seen:
@@ -58,6 +72,35 @@ def load_diagnostics(config: AgentConfig) -> tuple[DiagProfile | None, list[str]
     if problems:
         return None, problems
     return DiagProfile(diag, plans, stale, notes), []
+
+
+def _dbc_values(name: str, plan: DiagPlan, config: AgentConfig, databases: Sequence[tuple[str, Database]],
+                where: str, problems: list[str]) -> list[DiagValue]:
+    for file, db in databases:
+        message = find_message([db], name)
+        if message is not None:
+            return dbc_values(plan, message, config.mappings(), where, file, problems)
+    files = ", ".join(f for f, _ in databases) or "none given in [can] dbc"
+    problems.append(f'{where}: [[diagnostics.request]] {plan.label}: dbc_message "{name}" is not in '
+                    f"the config's DBCs ({files})")
+    return []
+
+
+def _awake_problems(config: AgentConfig, plans: list[DiagPlan], where: str) -> list[str]:
+    """The awake signal must come from the car's own broadcast frames, never from a polled answer."""
+    diag = config.diagnostics
+    path = diag.awake_signal if diag is not None else None
+    if path is None:
+        return []
+    mapping = config.mappings().get(path)
+    if mapping is None or mapping.message == SIGNALSET_SOURCE:
+        return [f'{where}: [diagnostics] awake_signal "{path}": not mapped from a DBC signal in [signals] '
+                "(the evidence must be a frame the car sends of its own)"]
+    polled = [p.label for p in plans for v in p.values if v.path == path]
+    if polled:
+        return [f'{where}: [diagnostics] awake_signal "{path}": also polled by request {polled[0]}; '
+                "an answer to our own request must never show the car awake"]
+    return []
 
 
 def _stale_after(plan: DiagPlan) -> float:

@@ -35,16 +35,18 @@ def load_vehicle(config: AgentConfig) -> Vehicle:
         check_c_bitstruct()
     except DbcError as exc:
         problems.append(str(exc))
-    diagnostics, diag_problems = load_diagnostics(config)
+    named: list[tuple[str, Database]] = []
+    for path in config.can.dbc:
+        try:
+            databases.append(load_dbc(Path(path), strict=config.can.strict_dbc))
+            named.append((str(path), databases[-1]))
+        except DbcError as exc:
+            problems.append(str(exc))
+    diagnostics, diag_problems = load_diagnostics(config, named)
     problems.extend(diag_problems)
     if not config.can.dbc and diagnostics is None and not diag_problems:
         problems.append(f"{where}: [can] dbc: no DBC file given (set [can] dbc or pass --dbc FILE, "
                         "or poll the car with [diagnostics])")
-    for path in config.can.dbc:
-        try:
-            databases.append(load_dbc(Path(path), strict=config.can.strict_dbc))
-        except DbcError as exc:
-            problems.append(str(exc))
     plans: dict[int, MessagePlan] = {}
     stale_after: dict[str, float] = {}
     polled = diag_mappings(config)

@@ -135,3 +135,41 @@ def test_polling_stays_under_its_share_of_the_bus(share: float) -> None:
         t = round(t + 0.1, 1)
     assert bits / 600 <= share * 500_000 * 1.05
     assert p.counts["deferred_bus_share"] > 0
+
+
+def test_a_configured_awake_signal_counts_only_when_true_and_recent() -> None:
+    a = plan(0x0101, periods=(1, 1, 1))
+    p, state = poller(a, awake_signal=vss.IS_CHARGING), VehicleState()
+    p.awake_signal(False, 100.0)  # the car says it is not charging: no evidence
+    p.awake_signal(None, 100.0)  # not available / not from this frame: no evidence
+    assert p.due(100.0, state) == []
+    p.awake_signal(True, 100.0)  # charging, from a frame of the car's own
+    assert p.due(100.1, state) == [a]
+    p.on_payload(0x7EC, ok(a), 100.2)  # our own answer: keeps nothing awake
+    assert p.due(103.0, state) == [a]  # the evidence is 3.0 s old: still within quiet_after_s
+    p.on_payload(0x7EC, ok(a), 103.1)
+    assert p.due(104.5, state) == []  # 3.2 s since the last evidence: asleep, nothing is sent
+    assert p.deadline(104.5, state) == float("inf")
+    assert p.counts["awake_signal"] == 1 and p.counts["sent"] == 2
+
+
+def test_awake_ids_must_not_be_polling_traffic() -> None:
+    with pytest.raises(ValueError, match="awake_ids: 0x7EC is polling traffic"):
+        DiagnosticsConfig(awake_ids=[0x510, 0x7EC])
+    with pytest.raises(ValueError, match="awake_ids: 0x18DAF144 is polling traffic"):
+        DiagnosticsConfig(awake_ids=[0x18DAF144], request=[{  # type: ignore[list-item]
+            "tx_id": 0x18DA44F1, "rx_id": 0x18DAF144, "service": 0x22, "identifier": 0x0101}])
+    assert DiagnosticsConfig(awake_ids=[0x510]).awake_ids == [0x510]
+
+
+def test_remembered_supported_pids_skip_the_bitmaps() -> None:
+    p = Poller([], DiagnosticsConfig(dtc_period_s=0), 500_000)
+    state = VehicleState()
+    p.remember({})  # nothing known: discovery still runs
+    p.heard(0.0)
+    assert [x.request for x in p.due(0.0, state)] == [b"\x01\x00"]
+    q = Poller([], DiagnosticsConfig(dtc_period_s=0), 500_000)
+    q.remember({0x7E8: {0x0D}})
+    assert q.discovered() == {0x7E8: {0x0D}}
+    q.heard(0.0)
+    assert [(x.tx_id, x.request) for x in q.due(0.0, state)] == [(0x7E0, b"\x01\x0d")]  # no bitmap at all

@@ -146,3 +146,82 @@ def test_29_bit_ids_request_flow_control_and_answer(tmp_path: Path) -> None:
         diag.on_frame(t + 0.03, 0x18DAF144, f)
     assert pipeline.state.values[vss.SOC] == 75.0
     assert vehicle.can_filters() is None  # nothing broadcast mapped: every frame shows the car awake
+
+
+AWAKE = f"""
+[vehicle]
+id = "awake-car"
+[can]
+interface = "virtual"
+dbc = ["{ROOT / 'dbc' / 'carfriend_ev.dbc'}"]
+[signals]
+"Vehicle.Powertrain.TractionBattery.Charging.IsCharging" = {{ source = "Charger_Status.ChargerState", true_values = ["CHARGING"] }}
+[diagnostics]
+standard_pids = false
+awake_ids = [0x510]
+awake_signal = "Vehicle.Powertrain.TractionBattery.Charging.IsCharging"
+periods = {{ driving = 1, charging = 1, parked = 1 }}
+[[diagnostics.request]]
+tx_id = 0x7E4
+rx_id = 0x7EC
+service = 0x22
+identifier = 0x0101
+[[diagnostics.request.signal]]
+path = "Vehicle.Powertrain.TractionBattery.StateOfCharge.Displayed"
+bit = 32
+length = 8
+scale = 0.5
+"""
+
+
+def test_awake_ids_pass_the_filters_of_a_virtual_bus_and_the_awake_signal_counts_from_broadcast_frames(
+        tmp_path: Path) -> None:
+    path = tmp_path / "awake.toml"
+    path.write_text(AWAKE)
+    vehicle = load_vehicle(load_config(path, environ={}))
+    assert vehicle.diagnostics is not None
+    filters = vehicle.can_filters()
+    assert filters is not None and {f["can_id"] for f in filters} == {0x3A0, 0x7EC, 0x510}
+    pipeline = Pipeline(vehicle, lambda m: None)
+    channel = f"awake-{id(tmp_path)}"
+    with can.Bus(interface="virtual", channel=channel, can_filters=filters) as agent_bus, \
+            can.Bus(interface="virtual", channel=channel) as car:
+        diag = DiagRuntime(vehicle.diagnostics, pipeline, agent_bus.send)
+        car.send(can.Message(arbitration_id=0x123, data=bytes(8), is_extended_id=False))  # filtered out
+        car.send(can.Message(arbitration_id=0x510, data=b"\x10\x01" + bytes(6), is_extended_id=False))
+        got = [agent_bus.recv(timeout=1.0) for _ in range(1)]
+        assert [m.arbitration_id for m in got if m is not None] == [0x510]
+        assert agent_bus.recv(timeout=0.05) is None  # 0x123 never reached the agent
+        t = 1000.0
+        assert not diag.on_frame(t, 0x510, bytes(got[0].data))  # type: ignore[union-attr]
+        diag.poll(t)
+        request = car.recv(timeout=1.0)
+        assert request is not None and bytes(request.data[:4]) == b"\x03\x22\x01\x01"
+    # The awake signal, decoded from the car's own Charger_Status frame: true counts, false does not.
+    for state, counted in ((0, 0), (2, 1)):
+        t += 10.0
+        assert not diag.on_frame(t, 0x3A0, bytes([state]) + bytes(7))
+        pipeline.process(t, 0x3A0, bytes([state]) + bytes(7))
+        diag.after_broadcast(t, 0x3A0)
+        assert diag.counts["awake_signal"] == counted
+
+
+def test_an_awake_signal_that_is_polled_or_not_broadcast_is_refused(tmp_path: Path) -> None:
+    polled = AWAKE.replace('awake_signal = "Vehicle.Powertrain.TractionBattery.Charging.IsCharging"',
+                           'awake_signal = "Vehicle.Powertrain.TractionBattery.StateOfCharge.Displayed"')
+    path = tmp_path / "polled.toml"
+    path.write_text(polled)
+    with pytest.raises(Exception, match=r"polled.toml: \[diagnostics\] awake_signal .*not mapped from a DBC"):
+        load_vehicle(load_config(path, environ={}))
+
+
+def test_an_awake_signal_that_a_diagnostic_request_also_polls_is_refused(tmp_path: Path) -> None:
+    polled = AWAKE + """[[diagnostics.request.signal]]
+path = "Vehicle.Powertrain.TractionBattery.Charging.IsCharging"
+bit = 0
+length = 1
+"""
+    path = tmp_path / "polled.toml"
+    path.write_text(polled)
+    with pytest.raises(Exception, match=r"awake_signal .*IsCharging\": also polled by request 7E4.220101"):
+        load_vehicle(load_config(path, environ={}))
