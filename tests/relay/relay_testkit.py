@@ -352,3 +352,31 @@ def start_relay_process(config_path: Path, log: Path) -> subprocess.Popen[bytes]
     with log.open("ab") as out:
         return subprocess.Popen([sys.executable, "-m", "agent.cli", "relay", "--config",
                                  str(config_path)], stdout=out, stderr=out, env=env, cwd=ROOT)
+
+
+def start_simulated_agent(relay: Relay, tmp_path: Path, vehicle: str, scenario: str = "plugged-in-at-home",
+                          speed: float = 30) -> tuple[subprocess.Popen[bytes], Any]:
+    """The real agent with its simulator (`carfriend run --simulate`) talking to this relay's
+    broker with the vehicle's command key; its output goes to tmp_path/agent.log."""
+    root = Path(__file__).resolve().parents[2]
+    key = (relay.config.keys.dir / f"{vehicle}.key").read_text().strip()
+    env = {**os.environ, "PYTHONPATH": str(root),
+           "CARFRIEND_MQTT__HOST": relay.config.mqtt.host,
+           "CARFRIEND_MQTT__PORT": str(relay.config.mqtt.port),
+           "CARFRIEND_STORAGE__STATE_DIR": str(tmp_path / "agent-state"),
+           "CARFRIEND_COMMAND_KEY": key}
+    log = (tmp_path / "agent.log").open("wb")
+    agent = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "--config",
+                              str(root / "config" / "vehicles" / "carfriend-ev.toml"),
+                              "--simulate", scenario, "--speed", str(speed)],
+                             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root)
+    return agent, log
+
+
+def stop_agent(agent: subprocess.Popen[bytes], log: Any) -> None:
+    agent.terminate()
+    try:
+        agent.wait(20)
+    except subprocess.TimeoutExpired:
+        agent.kill()
+    log.close()

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from relay_testkit import SseReader, csrf_of, login, wait_until
+from relay_testkit import SseReader, csrf_of, login, start_simulated_agent, stop_agent, wait_until
 from sqlalchemy import select
 
 from relay.admin import add_vehicles, grant
@@ -31,16 +30,7 @@ def test_owner_answers_later_and_the_real_agent_schedules_the_charge(relay: Rela
     with relay.ctx.sessions() as s:
         add_vehicles(s, relay.config, [VEHICLE], name="Kit", generate_key=True)
         grant(s, "alice", "owner", VEHICLE)
-    key = (relay.config.keys.dir / f"{VEHICLE}.key").read_text().strip()
-    env = {**os.environ, "PYTHONPATH": str(ROOT),
-           "CARFRIEND_MQTT__HOST": relay.config.mqtt.host,
-           "CARFRIEND_MQTT__PORT": str(relay.config.mqtt.port),
-           "CARFRIEND_STORAGE__STATE_DIR": str(tmp_path / "agent-state"),
-           "CARFRIEND_COMMAND_KEY": key}
-    log = (tmp_path / "agent.log").open("wb")
-    agent = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "--config", str(AGENT_CONFIG),
-                              "--simulate", "plugged-in-at-home", "--speed", "30"],
-                             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    agent, log = start_simulated_agent(relay, tmp_path, VEHICLE)
     try:
         alice = login(relay, "alice")
         live = SseReader(login(relay, "alice"), f"/v/{VEHICLE}/events")
@@ -72,12 +62,7 @@ def test_owner_answers_later_and_the_real_agent_schedules_the_charge(relay: Rela
                    "the car's confirmation on the live stream")
         live.close()
     finally:
-        agent.send_signal(signal.SIGTERM)
-        try:
-            agent.wait(20)
-        except subprocess.TimeoutExpired:
-            agent.kill()
-        log.close()
+        stop_agent(agent, log)
 
 
 def test_fleet_sim_cars_reach_the_relay(relay: Relay, tmp_path: Path) -> None:

@@ -5,41 +5,21 @@ confirms it."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from mqtt_helpers import Mosquitto
 from notify_kit import PushService, notify_config, subscribe
-from relay_testkit import login, populate, wait_until
+from relay_testkit import login, populate, start_simulated_agent, stop_agent, wait_until
 from sqlalchemy import select
 
 from relay.admin import add_vehicles, grant
 from relay.models import Command, Message
 from relay.server import Relay
 
-ROOT = Path(__file__).resolve().parents[2]
-AGENT_CONFIG = ROOT / "config" / "vehicles" / "carfriend-ev.toml"
 VEHICLE = "carfriend-ev-0001"
 pytestmark = [pytest.mark.slow, pytest.mark.backends("sqlite")]
-
-
-def _start_agent(relay: Relay, tmp_path: Path) -> tuple[subprocess.Popen[bytes], Any]:
-    key = (relay.config.keys.dir / f"{VEHICLE}.key").read_text().strip()
-    env = {**os.environ, "PYTHONPATH": str(ROOT),
-           "CARFRIEND_MQTT__HOST": relay.config.mqtt.host,
-           "CARFRIEND_MQTT__PORT": str(relay.config.mqtt.port),
-           "CARFRIEND_STORAGE__STATE_DIR": str(tmp_path / "agent-state"),
-           "CARFRIEND_COMMAND_KEY": key}
-    log = (tmp_path / "agent.log").open("wb")
-    agent = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "--config", str(AGENT_CONFIG),
-                              "--simulate", "plugged-in-at-home", "--speed", "30"],
-                             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    return agent, log
 
 
 @pytest.fixture
@@ -61,7 +41,7 @@ def test_later_from_a_push_notification_makes_the_simulated_car_schedule_its_cha
         grant(s, "alice", "owner", VEHICLE)
     alice = login(nrelay, "alice")
     assert subscribe(alice, push.subscription("alice-phone")).status_code < 300
-    agent, log = _start_agent(nrelay, tmp_path)
+    agent, log = start_simulated_agent(nrelay, tmp_path, VEHICLE)
     try:
         def question_note() -> dict[str, Any] | None:
             notes = [n for n in push.messages("alice-phone") if n.get("token") and
@@ -89,9 +69,4 @@ def test_later_from_a_push_notification_makes_the_simulated_car_schedule_its_cha
         (text,) = wait_until(confirmation, 30, "the car's confirmation")
         assert text
     finally:
-        agent.send_signal(signal.SIGTERM)
-        try:
-            agent.wait(20)
-        except subprocess.TimeoutExpired:
-            agent.kill()
-        log.close()
+        stop_agent(agent, log)
