@@ -255,22 +255,16 @@ async def add_channel(request: Request) -> Response:
 
 
 async def delete_channel(request: Request) -> Response:
-    ctx = _ctx(request)
-    form = await _form(request)
-    user = await run_in_threadpool(require_user, request)
-    ident = str(form.get("id", ""))[:12]
-
-    def remove() -> None:
-        if ident.isdigit():
-            with ctx.sessions() as s, s.begin():
-                s.execute(delete(NotifyChannel).where(NotifyChannel.id == int(ident),
-                                                      NotifyChannel.user_id == user.id))
-
-    await run_in_threadpool(remove)
-    return _back(request, notice="Channel removed.")
+    return await _delete_own(request, NotifyChannel, "Channel removed.")
 
 
 async def delete_subscription(request: Request) -> Response:
+    return await _delete_own(request, PushSubscription, "Device removed.")
+
+
+async def _delete_own(request: Request, model: type[NotifyChannel] | type[PushSubscription],
+                      notice: str) -> Response:
+    """Delete one of the signed-in user's own channels or push subscriptions, by the form's id."""
     ctx = _ctx(request)
     form = await _form(request)
     user = await run_in_threadpool(require_user, request)
@@ -279,11 +273,10 @@ async def delete_subscription(request: Request) -> Response:
     def remove() -> None:
         if ident.isdigit():
             with ctx.sessions() as s, s.begin():
-                s.execute(delete(PushSubscription).where(PushSubscription.id == int(ident),
-                                                         PushSubscription.user_id == user.id))
+                s.execute(delete(model).where(model.id == int(ident), model.user_id == user.id))
 
     await run_in_threadpool(remove)
-    return _back(request, notice="Device removed.")
+    return _back(request, notice=notice)
 
 
 async def set_mute(request: Request) -> Response:

@@ -256,3 +256,31 @@ def test_a_subscription_must_be_well_formed(nrelay: Relay, push: PushService) ->
     token = csrf_of(alice.get("/settings").text)
     assert alice.post("/push/subscribe", json=good).status_code == 403  # no CSRF header
     assert alice.post("/push/subscribe", json=good, headers={"X-CSRF-Token": token}).json()["ok"]
+
+
+def test_a_user_removes_only_their_own_channels_and_devices(nrelay: Relay, push: PushService) -> None:
+    alice, bob = login(nrelay, "alice"), login(nrelay, "bob")
+    add_channel(alice, "json://127.0.0.1:1/hook")
+    assert subscribe(alice, push.subscription("alice-phone")).status_code < 300
+    with nrelay.ctx.sessions() as s:
+        (channel,) = s.scalars(select(NotifyChannel))
+        (device,) = s.scalars(select(PushSubscription))
+        ids = {"channels": channel.id, "devices": device.id}
+
+    def remove(client: httpx.Client, what: str) -> None:
+        token = csrf_of(client.get("/settings").text)
+        r = client.post(f"/settings/{what}/delete", data={"csrf": token, "id": str(ids[what])},
+                        follow_redirects=True)
+        assert r.status_code == 200
+
+    def counts() -> tuple[int, int]:
+        with nrelay.ctx.sessions() as s:
+            return len(list(s.scalars(select(NotifyChannel)))), len(list(s.scalars(select(PushSubscription))))
+
+    remove(bob, "channels")
+    remove(bob, "devices")
+    assert counts() == (1, 1)  # someone else's ids: nothing removed
+    remove(alice, "channels")
+    assert counts() == (0, 1)
+    remove(alice, "devices")
+    assert counts() == (0, 0)
