@@ -8,7 +8,11 @@ Rules, all on event time passed in:
 - polling traffic stays under ``bus_share`` of the bitrate (a token bucket of bits);
 - after ``timeouts_before_backoff`` timeouts in a row an ECU is left alone, 30 s doubling up
   to ``backoff_max_s``; NRC 0x31/0x11/0x12 stop asking that request, 0x78 keeps waiting,
-  0x21/0x22/0x7F back it off.
+  0x21/0x22/0x7F back it off (30 s doubling, back to its period at its next answer);
+- a request an ECU never answers while it answers others is one it does not support (SAE
+  J1979 ECUs say so by silence): after ``timeouts_before_backoff`` of those it is not asked
+  again, and those timeouts never back the ECU off (its other requests go on);
+- an answer after the timeout (``late``) still counts: its values, and the ECU's health.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ class EcuHealth:
     timeouts: int = 0  # in a row
     level: int = 0
     until: float = -NEVER
+    answered: bool = False  # has answered some request (so it is there and awake-capable)
 
 
 @dataclass
@@ -86,6 +91,8 @@ class Poller:
         self.expected_len: dict[str, int] = {p.key: _expected_length(p) for p in plans}
         self.discovery = Discovery() if diag.standard_pids else None
         self.asked: set[str] = set()  # requests sent at least once (a late answer is still theirs)
+        self.answered_keys: set[str] = set()  # requests answered at least once (positively or not)
+        self.silences: dict[str, int] = {}  # request -> timeouts in a row while its ECU answered others
         self._taken_pids: set[int] = set()
 
     # -- the car's own traffic ---------------------------------------------------------------
@@ -221,7 +228,7 @@ class Poller:
                 out.deadline = now + RESPONSE_PENDING_S
                 self.counts["nrc_0x78"] += 1
                 return plan, "pending"
-            self._healthy(tx)
+            self._answered(tx, plan)
             if not plan.functional:
                 del self.outstanding[tx]
             out.answered += 1
@@ -229,13 +236,16 @@ class Poller:
                 self._negative(plan, nrc, now)
                 return plan, "negative"
             self.counts["positive"] += 1
+            self.plan_backoff.pop(plan.key, None)  # answered: back to its period
             if plan.kind == "supported":
                 self._supported(rx_id, plan, payload)
             return plan, "positive"
         for plan in self.plans.values():
             if plan.key in self.asked and rx_id in plan.rx_ids and is_response_to(plan, payload):
-                # Asked, timed out, answered after all: the values are real and current.
+                # Asked, timed out, answered after all: the values are real and current, the
+                # ECU is there (its timeout does not count against it).
                 self.counts["late"] += 1
+                self._answered(plan.tx_id, plan)
                 return (None, "late") if negative_response(plan, payload) is not None else (plan, "late")
         self.counts["unsolicited"] += 1
         return None, "unsolicited"
@@ -264,10 +274,11 @@ class Poller:
         if nxt in pids and nxt in BITMAP_PIDS:
             d.pending.append((nxt, rx_id))
 
-    def _healthy(self, tx: int) -> None:
-        health = self.ecus.get(tx)
-        if health is not None:
-            health.timeouts, health.level = 0, 0
+    def _answered(self, tx: int, plan: DiagPlan) -> None:
+        health = self.ecus.setdefault(tx, EcuHealth())
+        health.timeouts, health.level, health.answered = 0, 0, True
+        self.answered_keys.add(plan.key)
+        self.silences.pop(plan.key, None)
 
     def expire(self, now: float) -> None:
         """Requests not answered by their deadline: timeouts, and an ECU's backoff."""
@@ -282,12 +293,25 @@ class Poller:
                 rx = None if out.plan.functional else min(out.plan.rx_ids)
                 self.discovery.pending.insert(0, (out.plan.request[1], rx))  # ask again later
             health = self.ecus.setdefault(tx, EcuHealth())
+            if self._silent_to(out.plan, health):
+                continue
             health.timeouts += 1
             if health.timeouts >= self.diag.timeouts_before_backoff:
                 health.until = now + min(BACKOFF_BASE_S * 2 ** health.level, self.diag.backoff_max_s)
                 health.level += 1
                 health.timeouts = 0
                 self.counts["ecu_backoff"] += 1
+
+    def _silent_to(self, plan: DiagPlan, health: EcuHealth) -> bool:
+        """A timeout of a request this ECU has never answered, though it answers others: the
+        request is unsupported, not the ECU gone. Counted against the request alone."""
+        if not health.answered or plan.functional or plan.kind == "supported" or plan.key in self.answered_keys:
+            return False
+        n = self.silences[plan.key] = self.silences.get(plan.key, 0) + 1
+        if n >= self.diag.timeouts_before_backoff:
+            self.disabled[plan.key] = f"never answered ({n} requests) while the ECU answered others"
+            self.counts["silent_unsupported"] += 1
+        return True
 
     def deadline(self, now: float, state: VehicleState) -> float:
         """The next event time at which due() will have something to do (NEVER while asleep:

@@ -120,6 +120,67 @@ def test_unsolicited_and_late_responses_are_counted_not_used() -> None:
     assert p.counts["late"] == 1 and p.counts["unsolicited"] == 3 and p.counts["timeout"] == 1
 
 
+def test_conditions_not_correct_backs_off_once_then_the_period_returns_after_an_answer() -> None:
+    """An occasional 0x22 costs one 30 s pause, never a growing one: the 12 V read of a car
+    that said 'not now' twice in an hour is back at its period after each answer."""
+    a = plan(0x0101, periods=(15, 15, 15))
+    p, state = poller(a), VehicleState()
+    t, sent = 0.0, []
+    while t < 400:
+        p.heard(t)
+        if p.due(t, state):
+            sent.append(t)
+            nrc = len(sent) in (3, 9)  # twice 'conditions not correct', with answers between
+            p.on_payload(0x7EC, b"\x7f\x22\x22" if nrc else ok(a), t + 0.1)
+        t += 1.0
+    gaps = [round(b - a_, 1) for a_, b in zip(sent, sent[1:], strict=False)]
+    assert sorted(set(gaps)) == [15.0, 31.0]  # 30 s after each NRC (at t + 0.1), the second not 60 s
+    assert gaps.count(31.0) == 2 and p.counts["nrc_0x22"] == 2
+
+
+def test_a_request_a_live_ecu_never_answers_is_dropped_and_does_not_back_the_ecu_off() -> None:
+    """SAE J1979 ECUs answer an unsupported service with silence: three silences from an ECU
+    that answers its other requests stop that request; its other requests never pause."""
+    a, dtc = plan(0x0101, periods=(5, 5, 5)), plan(0x0202, periods=(5, 5, 5))
+    p, state = poller(a, dtc, timeouts_before_backoff=3), VehicleState()
+    t, answered = 0.0, []
+    while t < 120:
+        p.heard(t)
+        for x in p.due(t, state):
+            if x is a:
+                assert p.on_payload(0x7EC, ok(a), t + 0.05)[1] == "positive"
+                answered.append(t)
+        t = round(t + 0.5, 1)
+    assert p.disabled == {dtc.key: "never answered (3 requests) while the ECU answered others"}
+    assert p.counts["timeout"] == 3 and p.counts["ecu_backoff"] == 0
+    assert [round(b - x, 1) for x, b in zip(answered, answered[1:], strict=False)] == [5.0] * (len(answered) - 1)
+    assert len(answered) >= 23  # every 5 s, the whole time
+
+
+def test_an_ecu_never_heard_from_is_backed_off_not_its_requests_dropped() -> None:
+    a = plan(0x0101, periods=(1, 1, 1))
+    p, state = poller(a, timeouts_before_backoff=3), VehicleState()
+    t = 0.0
+    while t < 20:
+        p.heard(t)
+        p.due(t, state)
+        t = round(t + 0.5, 1)
+    assert p.disabled == {} and p.counts["ecu_backoff"] == 1
+
+
+def test_a_late_answer_shows_the_ecu_is_there() -> None:
+    a = plan(0x0101, periods=(1, 1, 1))
+    p, state = poller(a, timeouts_before_backoff=3), VehicleState()
+    t = 0.0
+    while t < 60:  # every answer comes 2.5 s after its request, after the 2 s timeout
+        p.heard(t)
+        if p.due(t, state):
+            p.expire(t + 2.0)
+            assert p.on_payload(0x7EC, ok(a), t + 2.5) == (a, "late")
+        t += 3.0
+    assert p.counts["late"] == 20 and p.counts["ecu_backoff"] == 0 and p.disabled == {}
+
+
 @pytest.mark.parametrize("share", [0.01, 0.002])
 def test_polling_stays_under_its_share_of_the_bus(share: float) -> None:
     plans = [plan(0x0101 + i, tx=0x7E0 + i, periods=(1, 1, 1)) for i in range(6)]
