@@ -32,7 +32,7 @@ def open_db(config: RelayConfig) -> Session:
 
 def open_sessions(config: RelayConfig) -> sessionmaker[Session]:
     """Sessions on the relay's database, its schema brought up to date first."""
-    engine = make_engine(config.database.url)
+    engine = make_engine(config.database.url, timeout_s=config.database.timeout_s)
     migrate(engine)
     return make_sessionmaker(engine)
 

@@ -58,6 +58,10 @@ class DatabaseConfig(_Model):
     # SQLAlchemy URL; a relative sqlite path is relative to the config file.
     url: str = "sqlite:///relay.db"
     echo: bool = False
+    # SQLite: how long a write waits for another process's lock (a backup, a sqlite3 shell)
+    # before the relay treats the database as unavailable and retries with backoff.
+    # PostgreSQL: how long a connection attempt may take before it counts as unavailable.
+    timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
 
 
 class WebConfig(_Model):

@@ -13,6 +13,7 @@ from alembic import command  # noqa: E402
 from alembic.config import Config as AlembicConfig  # noqa: E402
 from sqlalchemy import create_engine, event  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError  # noqa: E402
 from sqlalchemy.orm import Session, sessionmaker  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -20,14 +21,39 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def make_engine(url: str, echo: bool = False) -> Engine:
-    """An engine; SQLite gets WAL, full fsync on commit and enforced foreign keys."""
+def make_engine(url: str, echo: bool = False, timeout_s: float = 30.0) -> Engine:
+    """An engine; SQLite gets WAL, full fsync on commit and enforced foreign keys. timeout_s:
+    SQLite's wait for another writer's lock, PostgreSQL's connection timeout."""
     if url.startswith("sqlite"):
         engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False,
-                                                             "timeout": 30})
+                                                             "timeout": timeout_s})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, echo=echo, pool_pre_ping=True)
+    args: dict[str, Any] = {}
+    if "+psycopg" in url:
+        args["connect_timeout"] = max(1, round(timeout_s))
+        # The ingest acknowledges MQTT after a commit: the commit must be in the WAL by then,
+        # whatever the server's default (with synchronous_commit=off a crash of PostgreSQL lost
+        # the last 20 of 600 acknowledged messages, tests/relay/test_relay_db_outage.py). A URL
+        # that sets its own ?options= keeps them.
+        if "options=" not in url:
+            args["options"] = "-c synchronous_commit=on"
+    return create_engine(url, echo=echo, pool_pre_ping=True, connect_args=args)
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether a database error means "the database is away" (down, restarting, unreachable,
+    locked by another process, read-only, out of disk), so the work must wait and be retried,
+    rather than "this row cannot be stored" (which retrying would never fix)."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def describe(exc: BaseException) -> str:
+    """One line about a database error for the log (the driver's message, not the SQL)."""
+    orig = getattr(exc, "orig", None) or exc
+    return " ".join(str(orig).split())[:300] or type(orig).__name__
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

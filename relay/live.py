@@ -10,12 +10,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from relay import queries
+from relay.db import unavailable
 from relay.hub import ALL
 from relay.models import Vehicle, utcnow
 from relay.permissions import Access
@@ -144,6 +146,12 @@ async def _stream(ctx: AppContext, key: str, updates: Any,
             except StreamEnded:
                 yield "event: end\ndata: \n\n"
                 return
+            except SQLAlchemyError as exc:
+                if not unavailable(exc):
+                    raise
+                # The database is away: the stream stays open (its cursor unchanged) and
+                # catches up on the first poll after the database is back.
+                chunks = []
             for chunk in chunks:
                 yield chunk
             if not chunks:

@@ -20,11 +20,12 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent.core.errors import ConfigError
 from relay.config import TOPIC_ROOT, IngestConfig, MqttConfig, mqtt_password, tls_files
+from relay.db import describe, unavailable
 from relay.ingest import SUBSCRIBED, Dropped, Inbound, Limits, ingest_problem, parse
 from relay.livebus import LiveBus
 from relay.store import Store, known_vehicles, now_utc
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 # Status is idempotent and retained: subscribe without sharing so every instance learns it at
 # start (a broker does not send retained messages to shared subscriptions).
 UNSHARED = ("status",)
+RETRY_MAX_S = 10.0  # the longest wait between two attempts while the database is away
 
 
 class _Abandoned(Exception):
@@ -81,6 +83,11 @@ class MqttIngest:
         self._known_at = 0.0
         self._heartbeat = time.monotonic()
         self._busy_since: float | None = None  # arrival of the oldest message being stored
+        # While the database is unavailable: since when (monotonic), why, how many retries.
+        self.db_down_since: float | None = None
+        self.db_error = ""
+        self.db_retries = 0
+        self.db_outages = 0
         self._worker = threading.Thread(target=self._work, name="relay-ingest", daemon=True)
         self.client = self._make_client()
 
@@ -200,6 +207,9 @@ class MqttIngest:
         # every 0.2 s, or it is stuck.
         lag = now - oldest if oldest is not None else 0.0
         idle = now - self._heartbeat if oldest is None else 0.0
+        down = self.db_down_since
+        if down is not None and self._worker.is_alive():
+            return f"database unavailable for {now - down:.0f} s (ingest waiting, nothing acknowledged)"
         return ingest_problem(self._worker.is_alive(), self.connected.is_set(), idle, lag,
                               self.ingest_cfg.max_lag_s)
 
@@ -252,10 +262,13 @@ class MqttIngest:
             try:
                 with self.sessions() as session:
                     self._known = known_vehicles(session)
-            except OperationalError as exc:
+            except SQLAlchemyError as exc:
+                if not unavailable(exc):
+                    raise
                 # The database is away: let it through, the store waits for the database (and
-                # its foreign key refuses a vehicle that is not registered). Never drop for that.
-                log.warning("cannot reload the registered vehicles (%s)", exc.orig)
+                # its foreign key refuses a vehicle that is not registered). Never drop for that;
+                # and try again in 5 s, not for every message (the store logs the outage once).
+                self._known_at = time.monotonic()
                 return True
             self._known_at = time.monotonic()
         return vehicle_id in self._known
@@ -282,17 +295,39 @@ class MqttIngest:
         return touched
 
     def _retrying(self, records: list[Inbound]) -> set[str]:
-        """Apply, retrying while the database is unavailable (nothing is acknowledged meanwhile)."""
+        """Apply, retrying with backoff while the database is unavailable (nothing is
+        acknowledged meanwhile: the broker keeps the rest). One log line when it goes away and
+        one when it is back, however long the outage and however many messages wait."""
         delay = 0.5
         while True:
             try:
-                return self._apply(records)
-            except OperationalError as exc:
-                if self._stop.is_set():
+                touched = self._apply(records)
+            except SQLAlchemyError as exc:
+                if not unavailable(exc):
+                    raise
+                self._database_down(exc, delay)
+                if self._stop.wait(delay):
                     raise _Abandoned from exc
-                log.error("database unavailable (%s); retrying in %.1f s", exc.orig, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                delay = min(delay * 2, RETRY_MAX_S)
+                continue
+            if self.db_down_since is not None:
+                log.warning("database available again after %.1f s (%d retries); storing the "
+                            "%d waiting messages", time.monotonic() - self.db_down_since,
+                            self.db_retries, self._queue.qsize() + len(records))
+                self.db_down_since = None
+            return touched
+
+    def _database_down(self, exc: SQLAlchemyError, delay: float) -> None:
+        if self.db_down_since is None:
+            self.db_down_since = time.monotonic()
+            self.db_retries = 0
+            self.db_outages += 1
+            self.db_error = describe(exc)
+            log.error("database unavailable (%s); retrying with backoff (%.1f s, up to %.0f s), "
+                      "acknowledging nothing until it is back", self.db_error, delay, RETRY_MAX_S)
+        else:
+            log.debug("database still unavailable (%s)", describe(exc))
+        self.db_retries += 1
 
     def _apply(self, records: list[Inbound]) -> set[str]:
         started = time.perf_counter()

@@ -47,7 +47,8 @@ class Relay:
 
     def __init__(self, config: RelayConfig, live_poll_s: float | None = None) -> None:
         self.config = config
-        self.engine: Engine = make_engine(config.database.url, config.database.echo)
+        self.engine: Engine = make_engine(config.database.url, config.database.echo,
+                                          config.database.timeout_s)
         migrate(self.engine)
         sessions = make_sessionmaker(self.engine)
         hub = Hub()

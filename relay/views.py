@@ -8,13 +8,14 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
-from relay import charts, commands, privacy, queries
+from relay import charts, commands, db, privacy, queries
 from relay.auth import csrf_ok, verify_password
 from relay.models import Command, Message, User, Vehicle, utcnow
 from relay.permissions import Access
@@ -273,10 +274,21 @@ def public_feed(request: Request) -> Response:
 
 
 def healthz(request: Request) -> Response:
-    """200 "ok", or 503 with the reason: broker disconnected, ingest worker stopped or lagging."""
-    ingest = _ctx(request).ingest
-    problem = ingest.health() if ingest is not None else None
-    return PlainTextResponse(problem or "ok", status_code=503 if problem else 200)
+    """200 "ok", or 503 with the reason: the database unavailable (to the ingest, or to a
+    query made now), broker disconnected, ingest worker stopped or lagging."""
+    ctx = _ctx(request)
+    problem = ctx.ingest.health() if ctx.ingest is not None else None
+    if problem is None:
+        try:
+            with ctx.sessions() as s:
+                s.execute(select(1))
+        except SQLAlchemyError as exc:
+            if not db.unavailable(exc):
+                raise
+            log.warning("/healthz: database unavailable (%s)", db.describe(exc))
+            problem = "database unavailable"
+    return PlainTextResponse(problem or "ok", status_code=503 if problem else 200,
+                             headers={"Cache-Control": "no-store"})
 
 
 def _vehicle_for(s: Any, user: User, vid: str) -> tuple[Vehicle, Access]:

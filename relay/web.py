@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import jinja2
 from sqlalchemy import delete
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -30,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from relay.auth import LoginLimiter, new_csrf_token
 from relay.commands import Downlink
 from relay.config import RelayConfig, WebConfig
+from relay.db import describe, unavailable
 from relay.hub import Hub
 from relay.livebus import LiveBus
 from relay.models import User, WebSession, utcnow
@@ -236,6 +238,23 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
     return render(request, "error.html", {"code": code, "detail": detail}, status=code)
 
 
+async def on_database_error(request: Request, exc: Exception) -> Response:
+    """The database is away (down, restarting, locked): a 503 page that says so, with one log
+    line and no traceback. Any other database error is a bug: a 500 as usual."""
+    if not unavailable(exc):
+        return await on_server_error(request, exc)
+    log.warning("%s %s: database unavailable (%s)", request.method, request.url.path,
+                describe(exc))
+    detail = "The database is unavailable at the moment. Please try again in a minute."
+    if "application/json" in request.headers.get("accept", ""):
+        from starlette.responses import JSONResponse
+        response: Response = JSONResponse({"ok": False, "error": detail}, status_code=503)
+    else:
+        response = render(request, "error.html", {"code": 503, "detail": detail}, status=503)
+    response.headers["Retry-After"] = "30"
+    return response
+
+
 async def on_server_error(request: Request, exc: Exception) -> Response:
     log.exception("error serving %s %s", request.method, request.url.path)
     return await on_http_error(request, HTTPException(500))
@@ -277,8 +296,8 @@ def create_app(ctx: AppContext, secret: str) -> Starlette:
                    https_only=secure_cookies(ctx.config.web)),
     ]
     app = Starlette(routes=routes, middleware=middleware, exception_handlers={
-        HTTPException: on_http_error, LoginRequired: on_login_required, 500: on_server_error,
-        Exception: on_server_error})
+        HTTPException: on_http_error, LoginRequired: on_login_required,
+        DBAPIError: on_database_error, 500: on_server_error, Exception: on_server_error})
     app.state.ctx = ctx
     app.state.session_secret = secret  # signs notification action tokens too
     app.state.templates = make_templates()

@@ -64,6 +64,10 @@ class PostgresCluster:
                   "--encoding=UTF8", "--locale=C", "--no-sync")
         # Test settings: no fsync (a crash loses the throw-away cluster, nothing else), enough
         # connections for a few relays with their pools, sockets only in our dir.
+        return self.resume()
+
+    def resume(self) -> PostgresCluster:
+        """Start the server on the existing data directory (after start(), or a stop())."""
         opts = (f"-c listen_addresses={self.host} -c port={self.port} "
                 f"-c unix_socket_directories={self.dir} -c fsync=off "
                 "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
@@ -95,10 +99,11 @@ class PostgresCluster:
     def _dsn(self, dbname: str) -> str:
         return f"host={self.host} port={self.port} user={self.user} dbname={dbname}"
 
-    def stop(self) -> None:
+    def stop(self, mode: str = "immediate") -> None:
+        """Stop the server (pg_ctl -m smart|fast|immediate); resume() starts it again."""
         if (self.data / "postmaster.pid").exists():
             with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
-                self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "-t", "30",
+                self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "30",
                           "stop", timeout=60)
 
     def close(self) -> None:
