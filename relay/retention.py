@@ -9,16 +9,20 @@ busy handler polls), it pauses between transactions so the ingest gets its turn.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from relay.config import RetentionConfig
@@ -39,6 +43,9 @@ log = logging.getLogger(__name__)
 EPOCH = datetime(1970, 1, 1)
 THINNED_UNTIL = "state_thinned_until"  # relay_settings: the history before it is thinned
 SLOTS_PER_SLICE = 4  # the history is thinned an hour (of 15-minute slots) at a time
+# pg_advisory_lock key of the prune: one run per database at a time ("cfprune" as a number).
+PRUNE_LOCK = int.from_bytes(b"cfprune", "big")
+_LOCAL_PRUNE = threading.Lock()
 
 
 def thin(rows: Iterable[tuple[int, str, datetime]], slot_s: int) -> list[int]:
@@ -58,15 +65,68 @@ def slot_start(ts: datetime, slot_s: int) -> datetime:
 
 
 class Pruner:
-    """Applies a RetentionConfig to the database; prune(now) returns the rows deleted per table."""
+    """Applies a RetentionConfig to the database; prune(now) returns the rows deleted per table.
+
+    One prune at a time per database, whichever relay instance or `carfriend relay prune`
+    starts it: on PostgreSQL a session-level advisory lock (pg_try_advisory_lock, held on a
+    connection of its own for the whole run and released by the server if that connection
+    dies); on SQLite an exclusive flock on ``<database>.prune-lock``. Whoever does not get the
+    lock skips this run: the other one is doing the work."""
 
     def __init__(self, sessions: sessionmaker[Session], cfg: RetentionConfig) -> None:
         self.sessions = sessions
         self.cfg = cfg
+        self.skipped = 0  # runs skipped because another prune held the lock
         with sessions() as s:
-            self.pause_s = 0.15 if s.get_bind().dialect.name == "sqlite" else 0.0
+            bind = s.get_bind()
+            self.engine: Engine = bind if isinstance(bind, Engine) else bind.engine
+        self.dialect = self.engine.dialect.name
+        self.pause_s = 0.15 if self.dialect == "sqlite" else 0.0
 
     def prune(self, now: datetime) -> Counter[str]:
+        with self.exclusive() as mine:
+            if not mine:
+                self.skipped += 1
+                log.info("another relay instance is pruning: this run is skipped")
+                return Counter()
+            return self._prune(now)
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[bool]:
+        """Holds the database's prune lock while it can be had: yields whether it was."""
+        if self.dialect == "postgresql":
+            with self.engine.connect() as conn:
+                got = bool(conn.scalar(select(func.pg_try_advisory_lock(PRUNE_LOCK))))
+                conn.commit()  # the lock is the session's: no transaction stays open
+                try:
+                    yield got
+                finally:
+                    if got:
+                        with contextlib.suppress(SQLAlchemyError):  # gone with the connection
+                            conn.execute(select(func.pg_advisory_unlock(PRUNE_LOCK)))
+                            conn.commit()
+            return
+        path = self.engine.url.database
+        if self.dialect != "sqlite" or not path or path == ":memory:":
+            got = _LOCAL_PRUNE.acquire(blocking=False)  # one process only: a lock in memory
+            try:
+                yield got
+            finally:
+                if got:
+                    _LOCAL_PRUNE.release()
+            return
+        with open(f"{path}.prune-lock", "a+b") as lockfile:
+            try:
+                fcntl.flock(lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(lockfile, fcntl.LOCK_UN)
+
+    def _prune(self, now: datetime) -> Counter[str]:
         cfg, done = self.cfg, Counter[str]()
         for model, column, days in (
                 (Message, Message.received_at, cfg.messages_days),
@@ -122,9 +182,10 @@ class Pruner:
             for i in range(0, len(doomed), self.cfg.batch_rows):
                 with self.sessions() as s, s.begin():
                     chunk = doomed[i:i + self.cfg.batch_rows]
-                    s.execute(delete(StateRecord).where(StateRecord.seq.in_(chunk)))
+                    result: Any = s.execute(delete(StateRecord)
+                                            .where(StateRecord.seq.in_(chunk)))
+                    total += result.rowcount or 0
                 time.sleep(self.pause_s)
-            total += len(doomed)
             self._set_thinned_until(hi)
             lo = hi
         return total

@@ -176,3 +176,50 @@ def test_the_relay_prunes_on_its_schedule_and_the_command_prunes_on_demand(
     assert cmd_prune(argparse.Namespace(config=tmp_path / "relay.toml")) == 0
     assert "messages: 1 deleted" in capsys.readouterr().out
     assert count_rows(relay, Message) == 1
+
+
+def test_one_prune_at_a_time_whichever_instance_starts_it(tmp_path: Path,
+                                                          db_url: str | None) -> None:
+    """Two relay instances (two engines on one database) prune at the same moment: one does the
+    work, the other skips; every old row is deleted once, nothing else is, nothing is left."""
+    url = db_url or f"sqlite:///{tmp_path / 'relay.db'}"
+    engines = [make_engine(url) for _ in range(3)]
+    migrate(engines[0])
+    first, second, third = (Pruner(make_sessionmaker(e), RetentionConfig(batch_rows=500))
+                            for e in engines)
+    sessions = first.sessions
+    with sessions() as s:
+        add_vehicles(s, RelayConfig(), ["car-a"])
+    old, new = DAY0 - timedelta(days=1000), utcnow()
+    with sessions() as s, s.begin():
+        _insert(s, Message, [dict(vehicle_id="car-a", vseq=i + 1, msg_id=f"m-{i}",
+                                  ts=old if i < 6000 else new, received_at=old if i < 6000 else new,
+                                  kind="k", severity="info", visibility="private", text="t",
+                                  locale="en", persona="", data={}) for i in range(6100)])
+    try:
+        # Another instance holds the prune: this one skips and deletes nothing.
+        with third.exclusive() as mine:
+            assert mine
+            assert first.prune(utcnow()) == {} and first.skipped == 1
+            assert _count(sessions, Message) == 6100
+        # Both at once.
+        results: list[dict[str, int]] = []
+        start = threading.Barrier(2)
+
+        def run(pruner: Pruner) -> None:
+            start.wait(10)
+            results.append(dict(pruner.prune(utcnow())))
+
+        threads = [threading.Thread(target=run, args=(p,)) for p in (first, second)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert sorted(results, key=len) == [{}, {"messages": 6000}], results
+        assert first.skipped + second.skipped == 2, "the second run did not see the first's lock"
+        assert _count(sessions, Message) == 100
+        # The lock is free again once a run is over.
+        assert third.prune(utcnow()) == {} and third.skipped == 0
+    finally:
+        for e in engines:
+            e.dispose()
