@@ -60,8 +60,9 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--output", "-o", type=Path, help="file to write (default: stdout for json)")
     a.set_defaults(func=cmd_export)
 
-    a = actions.add_parser("purge", help="delete a vehicle's history (messages, state, "
-                                         "commands, appointments, fleet reports)")
+    a = actions.add_parser("purge", help="delete a vehicle's history (messages and their "
+                                         "notifications, state, commands, appointments, fleet "
+                                         "reports); recorded in the export's purges")
     a.add_argument("--vehicle", required=True, metavar="ID")
     a.add_argument("--yes", action="store_true", help="do not ask to type the id again")
     a.set_defaults(func=cmd_purge)

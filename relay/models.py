@@ -210,6 +210,19 @@ class FleetReport(Base):
     report: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
+class Purge(Base):
+    """A purge of a car's history: when, by whom, how many rows of each table went. Kept (a
+    purge never deletes these), and part of the owner's export."""
+
+    __tablename__ = "purges"
+    seq: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
+    vehicle_id: Mapped[str] = mapped_column(ForeignKey("vehicles.id", ondelete="CASCADE"),
+                                            index=True)
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    by: Mapped[str] = mapped_column(String(64))  # the user name, or "cli:<login>"
+    deleted: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
 class LoginFailure(Base):
     """A failed login, shared by every relay instance (the rate limit of relay.auth). ``key`` is
     the SHA-256 of "pair:<user>|<address>", "addr:<address>" or "user:<user>": the table holds

@@ -17,11 +17,19 @@ from sqlalchemy.orm import Session
 
 from relay.models import (
     Appointment,
+    Base,
     Command,
     CommandResult,
     FleetReport,
+    Membership,
     Message,
+    Notification,
+    NotifyChannel,
+    NotifyMute,
+    Purge,
+    PushSubscription,
     StateRecord,
+    User,
     Vehicle,
     utcnow,
 )
@@ -29,8 +37,10 @@ from relay.store import lock_vehicles
 
 log = logging.getLogger(__name__)
 
-# What an export holds, table by table, in this order (and what a purge deletes).
-TABLES: dict[str, Any] = {
+# The car's history: exported, and deleted by a purge (in this order: the notifications of its
+# messages before the messages).
+HISTORY: dict[str, Any] = {
+    "notifications": Notification,
     "messages": Message,
     "state_history": StateRecord,
     "commands": Command,
@@ -38,9 +48,36 @@ TABLES: dict[str, Any] = {
     "appointments": Appointment,
     "fleet_reports": FleetReport,
 }
+# Also about the car, exported and kept by a purge: who may see it (roles), who muted its
+# notifications, and the record of earlier purges.
+KEPT: dict[str, Any] = {
+    "memberships": Membership,
+    "notify_mutes": NotifyMute,
+    "purges": Purge,
+}
+# Every table with a vehicle_id column is one of these (tests/relay/test_relay_privacy.py).
+TABLES: dict[str, Any] = {**HISTORY, **KEPT}
+# Where the car's notifications went: a user's browser (push_subscriptions) or channel
+# (notify_channels). Their non-secret columns only: a push endpoint and its keys, or a channel's
+# URL, would let whoever holds them send to that user.
+TARGETS = ("target", "user", "kind", "label", "created_at")
 VEHICLE_FIELDS = ("id", "name", "created_at", "public_feed", "status", "status_at", "last_seen",
                   "state", "state_at", "fleet", "fleet_at", "health", "health_at")
-ORDER = {"commands": "issued_at"}  # the others by their row number
+# The vehicle's columns left out of an export: the relay's own bookkeeping, no data about the car.
+VEHICLE_INTERNAL = ("history_at", "revision", "msg_seq")
+ORDER = {"commands": "issued_at", "memberships": "id", "notify_mutes": "id",
+         "notifications": "id"}  # the others by their row number
+
+
+def columns(name: str) -> list[str]:
+    """The columns of an exported table, in its CSV's order (with the user's name where the
+    table holds a user id)."""
+    if name == "vehicle":
+        return list(VEHICLE_FIELDS)
+    if name == "notify_targets":
+        return list(TARGETS)
+    cols = [c.key for c in TABLES[name].__table__.columns]
+    return cols + ["user"] if "user_id" in cols else cols
 
 
 def export_vehicle(s: Session, vehicle_id: str, now: datetime | None = None) -> dict[str, Any]:
@@ -51,12 +88,43 @@ def export_vehicle(s: Session, vehicle_id: str, now: datetime | None = None) -> 
         raise KeyError(vehicle_id)
     out: dict[str, Any] = {"exported_at": now or utcnow(),
                            "vehicle": {f: getattr(vehicle, f) for f in VEHICLE_FIELDS}}
+    names: dict[int, str] = {uid: name for uid, name in s.execute(select(User.id, User.username))}
     for name, model in TABLES.items():
-        columns = [c.key for c in model.__table__.columns]
+        cols = [c.key for c in model.__table__.columns]
         order = getattr(model, ORDER.get(name, "seq"))
-        out[name] = [{c: getattr(row, c) for c in columns} for row in s.scalars(
-            select(model).where(model.vehicle_id == vehicle_id).order_by(order))]
+        rows = []
+        for row in s.scalars(select(model).where(model.vehicle_id == vehicle_id).order_by(order)):
+            item = {c: getattr(row, c) for c in cols}
+            if "user_id" in item:
+                item["user"] = names.get(item["user_id"])
+            rows.append(item)
+        out[name] = rows
+    out["notify_targets"] = _targets(s, {n["target"] for n in out["notifications"]}, names)
     return out
+
+
+def _targets(s: Session, targets: set[str], names: dict[int, str]) -> list[dict[str, Any]]:
+    """The browsers and channels the car's notifications went to (still registered)."""
+    ids: dict[str, list[int]] = {"push": [], "channel": []}
+    for target in targets:
+        kind, _, number = target.partition(":")
+        if kind in ids and number.isdigit():
+            ids[kind].append(int(number))
+    out = []
+    for sub in s.scalars(select(PushSubscription).where(PushSubscription.id.in_(ids["push"]))
+                         .order_by(PushSubscription.id)):
+        out.append({"target": f"push:{sub.id}", "user": names.get(sub.user_id),
+                    "kind": "webpush", "label": sub.label, "created_at": sub.created_at})
+    for ch in s.scalars(select(NotifyChannel).where(NotifyChannel.id.in_(ids["channel"]))
+                        .order_by(NotifyChannel.id)):
+        out.append({"target": f"channel:{ch.id}", "user": names.get(ch.user_id),
+                    "kind": ch.scheme, "label": ch.label, "created_at": ch.created_at})
+    return out
+
+
+def vehicle_tables() -> set[str]:
+    """Every table of the schema with a vehicle_id column: data about one car."""
+    return {t.name for t in Base.metadata.sorted_tables if "vehicle_id" in t.columns}
 
 
 def to_json(export: dict[str, Any]) -> bytes:
@@ -68,15 +136,14 @@ def to_csv_zip(export: dict[str, Any]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, rows in [("vehicle", [export["vehicle"]])] + \
-                [(n, export[n]) for n in TABLES]:
+                [(n, export[n]) for n in (*TABLES, "notify_targets")]:
             zf.writestr(f"{name}.csv", _csv(rows, name))
     return buffer.getvalue()
 
 
 def _csv(rows: list[dict[str, Any]], name: str) -> bytes:
     text = io.StringIO()
-    model = TABLES.get(name)
-    header = [c.key for c in model.__table__.columns] if model is not None else list(VEHICLE_FIELDS)
+    header = columns(name)
     writer = csv.writer(text)
     writer.writerow(header)
     for row in rows:
@@ -105,18 +172,19 @@ def _plain(value: Any) -> Any:
 
 
 def purge_vehicle(s: Session, vehicle_id: str, by: str) -> Counter[str]:
-    """Delete the vehicle's history (every table of TABLES; the notifications of its messages
-    go with them) and its latest state, status, fleet report and health; the registration, its
-    key and the roles stay. Logged with who asked and what
-    went. The caller commits."""
+    """Delete the vehicle's history (every table of HISTORY) and its latest state, status,
+    fleet report and health; the registration, its key, the roles, the mutes and the record of
+    purges stay. Logged, and recorded in `purges`, with who asked and what went. The caller
+    commits."""
     vehicles = lock_vehicles(s, [vehicle_id])  # the ingest waits: nothing half-deleted shows
     vehicle = vehicles.get(vehicle_id)
     if vehicle is None:
         raise KeyError(vehicle_id)
     deleted = Counter[str]()
-    for name, model in TABLES.items():
+    for name, model in HISTORY.items():
         result: Any = s.execute(delete(model).where(model.vehicle_id == vehicle_id))
         deleted[name] = result.rowcount or 0
+    s.add(Purge(vehicle_id=vehicle_id, at=utcnow(), by=by[:64], deleted=dict(deleted)))
     vehicle.state = vehicle.state_at = vehicle.history_at = None
     vehicle.fleet = vehicle.fleet_at = vehicle.status = vehicle.status_at = None
     vehicle.health = vehicle.health_at = None
