@@ -99,12 +99,21 @@ def export_vehicle(s: Session, vehicle_id: str, now: datetime | None = None) -> 
                 item["user"] = names.get(item["user_id"])
             rows.append(item)
         out[name] = rows
-    out["notify_targets"] = _targets(s, {n["target"] for n in out["notifications"]}, names)
+    # Other users' devices and channels are theirs, not the car's: their deliveries show who
+    # was notified and when, without the channel's label or its last error (which names a host).
+    owners = {m["user_id"] for m in out["memberships"] if m["role"] == "owner"}
+    for row in out["notifications"]:
+        if row["user_id"] not in owners:
+            row["last_error"] = None
+    out["notify_targets"] = _targets(s, {n["target"] for n in out["notifications"]}, names,
+                                     owners)
     return out
 
 
-def _targets(s: Session, targets: set[str], names: dict[int, str]) -> list[dict[str, Any]]:
-    """The browsers and channels the car's notifications went to (still registered)."""
+def _targets(s: Session, targets: set[str], names: dict[int, str],
+             owners: set[int]) -> list[dict[str, Any]]:
+    """The browsers and channels the car's notifications went to (still registered); labels
+    only for the owners' own."""
     ids: dict[str, list[int]] = {"push": [], "channel": []}
     for target in targets:
         kind, _, number = target.partition(":")
@@ -114,11 +123,13 @@ def _targets(s: Session, targets: set[str], names: dict[int, str]) -> list[dict[
     for sub in s.scalars(select(PushSubscription).where(PushSubscription.id.in_(ids["push"]))
                          .order_by(PushSubscription.id)):
         out.append({"target": f"push:{sub.id}", "user": names.get(sub.user_id),
-                    "kind": "webpush", "label": sub.label, "created_at": sub.created_at})
+                    "kind": "webpush", "created_at": sub.created_at,
+                    "label": sub.label if sub.user_id in owners else None})
     for ch in s.scalars(select(NotifyChannel).where(NotifyChannel.id.in_(ids["channel"]))
                         .order_by(NotifyChannel.id)):
         out.append({"target": f"channel:{ch.id}", "user": names.get(ch.user_id),
-                    "kind": ch.scheme, "label": ch.label, "created_at": ch.created_at})
+                    "kind": ch.scheme, "created_at": ch.created_at,
+                    "label": ch.label if ch.user_id in owners else None})
     return out
 
 

@@ -183,7 +183,8 @@ def fill_everything(relay: Relay, car: CarPublisher) -> None:
                                    ("fay", f"channel:{channel.id}", "ntfy")):
             s.add(Notification(user_id=users[user], vehicle_id="car-a", msg_id=message.msg_id,
                                message_seq=message.seq, target=target, channel=kind,
-                               status="sent", next_attempt_at=utcnow(), sent_at=utcnow()))
+                               status="sent", next_attempt_at=utcnow(), sent_at=utcnow(),
+                               last_error=f"HTTP 503 from {user}-host.example"))
     wait_until(lambda: count_rows(relay, privacy.TABLES["command_results"], vehicle_id="car-a")
                and count_rows(relay, privacy.TABLES["fleet_reports"], vehicle_id="car-a"), 10,
                "the result and the fleet report")
@@ -202,7 +203,10 @@ def test_the_export_holds_a_row_of_every_table_about_the_car_and_no_secret(
     assert {(m["user"], m["role"]) for m in data["memberships"]} == {
         ("alice", "owner"), ("fay", "family"), ("dan", "dealer")}  # not olga: all vehicles
     assert data["purges"][0]["by"] == "operator test (cli)"
-    assert {t["label"] for t in data["notify_targets"]} == {"Alice's phone", "ntfy://…/fay"}
+    # Where they went: the owner's own browser by its label; fay's channel without (hers).
+    assert {(t["user"], t["kind"], t["label"]) for t in data["notify_targets"]} == {
+        ("alice", "webpush", "Alice's phone"), ("fay", "ntfy", None)}
+    assert "/fay" not in r.text and "fay-host" not in r.text
     assert {n["user"] for n in data["notifications"]} == {"alice", "fay"}
     assert "SECRET" not in r.text, "a push endpoint, its keys or a channel URL was exported"
     r = alice.get("/v/car-a/export?format=csv")
