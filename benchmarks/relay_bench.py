@@ -449,10 +449,17 @@ def main() -> int:
     p.add_argument("--day-vehicles", type=int, default=20,
                    help="cars in the vehicle-day run on each database (0: skip)")
     p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--durable", action="store_true",
+                   help="PostgreSQL with fsync, synchronous_commit and full_page_writes on (a "
+                        "production server's settings) instead of the test cluster's off")
     args = p.parse_args()
     results: dict[str, Any] = {"runs": [], "db_bytes_per_vehicle_day": {}}
     tmp = Path(tempfile.mkdtemp(prefix="relay-bench-"))
-    cluster = PostgresCluster().start() if any(s.startswith("pg") for s in args.setups) else None
+    cluster = (PostgresCluster(durable=args.durable).start()
+               if any(s.startswith("pg") for s in args.setups) else None)
+    if cluster is not None:
+        print(f"PostgreSQL: fsync {'on' if args.durable else 'off'} (the relay's own connections "
+              "use synchronous_commit=on either way)", flush=True)
     try:
         for n in args.vehicles:
             for setup in args.setups:

@@ -4,14 +4,17 @@
 
 Fills a throw-away cluster's database with SYNTHETIC rows (generate_series: messages spread
 over the vehicles and two years, a state history, commands), ANALYZEs it, then runs the real
-query functions of relay/queries.py (and the retention's deletes) with a hook that EXPLAINs
-(ANALYZE) every SELECT they send, and prints each plan's shape and time. It fails when a query
-reads the messages table by a sequential scan.
+query functions of relay/queries.py with a hook that EXPLAINs (ANALYZE) every SELECT they send,
+then the retention (relay.retention.Pruner: a month of messages past the limit, the state
+history thinned) with each of its statements EXPLAINed once (DELETEs without ANALYZE) and each
+batch delete timed; prints each plan's shape and time. It fails when a query reads the
+messages or state_history table by a sequential scan.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from datetime import datetime, timedelta
@@ -25,8 +28,10 @@ from pg_helpers import PostgresCluster  # noqa: E402
 from sqlalchemy import event, text  # noqa: E402
 
 from relay import queries  # noqa: E402
+from relay.config import RetentionConfig  # noqa: E402
 from relay.db import make_engine, make_sessionmaker, migrate  # noqa: E402
 from relay.permissions import Access  # noqa: E402
+from relay.retention import Pruner  # noqa: E402
 
 NOW = datetime(2026, 12, 1, 12, 0)
 
@@ -89,10 +94,23 @@ def main() -> int:
         plans: list[tuple[str, str]] = []
         label = [""]
 
+        seen: set[str] = set()
+
         def explain(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
-            if statement.lstrip().upper().startswith("SELECT") and label[0]:
-                cursor.execute("EXPLAIN (ANALYZE, COSTS OFF) " + statement, params)
-                plans.append((label[0], "\n".join(r[0] for r in cursor.fetchall())))
+            verb = statement.lstrip().split(None, 1)[0].upper()
+            if not label[0] or verb not in ("SELECT", "DELETE"):
+                return
+            table = re.search(r"\bFROM (\w+)", statement)
+            if label[0].startswith("prune"):  # each statement on a table of the retention once
+                if statement in seen or table is None:
+                    return
+                seen.add(statement)
+            # A DELETE's plan without running it (ANALYZE would delete the batch).
+            how = "ANALYZE, COSTS OFF" if verb == "SELECT" else "COSTS OFF"
+            cursor.execute(f"EXPLAIN ({how}) " + statement, params)
+            name = label[0] if not label[0].startswith("prune") else \
+                f"{label[0]}: {verb} {table.group(1) if table else ''}"
+            plans.append((name, "\n".join(r[0] for r in cursor.fetchall())))
 
         event.listen(engine, "before_cursor_execute", explain)
         car, quiet = "car-000007", "car-000008"
@@ -115,12 +133,41 @@ def main() -> int:
                 label[0] = name
                 call()
             label[0] = ""
+        # The retention on the same rows: a month of messages (~4 % of them) past messages_days,
+        # the state history thinned to one row a day per car after 7 days. Each batch is a
+        # transaction of its own: its time is how long its rows stay locked (the ingest never
+        # touches those old rows; it inserts others).
+        batches: list[float] = []
+
+        def started(conn: Any, *_: Any) -> None:
+            conn.info["t0"] = time.perf_counter()
+
+        def finished(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+            if statement.lstrip().upper().startswith("DELETE"):
+                batches.append(time.perf_counter() - conn.info["t0"])
+
+        event.listen(engine, "before_cursor_execute", started)
+        event.listen(engine, "after_cursor_execute", finished)
+        label[0] = "prune"
+        t1 = time.monotonic()
+        pruned = Pruner(sessions, RetentionConfig(messages_days=700, state_downsample_s=86400,
+                                                  state_raw_days=7)).prune(NOW)
+        prune_s = time.monotonic() - t1
+        label[0] = ""
         event.remove(engine, "before_cursor_execute", explain)
+        event.remove(engine, "before_cursor_execute", started)
+        event.remove(engine, "after_cursor_execute", finished)
+        batches.sort()
+        print(f"prune: {dict(pruned)} in {prune_s:.1f} s, {len(batches)} batch deletes of at most "
+              f"2,000 rows: median {1000 * batches[len(batches) // 2]:.0f} ms, longest "
+              f"{1000 * batches[-1]:.0f} ms" if batches else "prune: nothing deleted")
         seq_scans = []
         for name, plan in plans:
-            ms = plan.rsplit("Execution Time: ", 1)[-1].strip()
+            ms = (plan.rsplit("Execution Time: ", 1)[-1].strip() if "Execution Time" in plan
+                  else "(plan only)")
             shape = [line.strip() for line in plan.splitlines()
-                     if any(k in line for k in ("Scan", "Sort", "Aggregate", "Limit"))]
+                     if any(k in line for k in ("Scan", "Sort", "Aggregate", "Limit", "Join",
+                                                "Loop"))]
             print(f"{name}: {ms}\n    " + "\n    ".join(shape))
             if "Seq Scan on messages" in plan or "Seq Scan on state_history" in plan:
                 seq_scans.append(name)

@@ -66,14 +66,16 @@ class LiveBus:
         after (re)connecting, as notifications sent meanwhile are lost."""
         import psycopg
 
-        delay = 0.5
+        delay, failing = 0.5, False
         while not self._stop.is_set():
             try:
                 with psycopg.connect(self._dsn, autocommit=True, connect_timeout=10) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self.listening.set()
                     self.hub.wake_all()
-                    delay = 0.5
+                    if failing:
+                        log.info("live notifications: listening again")
+                    delay, failing = 0.5, False
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=0.5):
                             self.received += 1
@@ -82,7 +84,10 @@ class LiveBus:
                 self.listening.clear()
                 if self._stop.is_set():
                     return
-                log.warning("live notifications: %s; reconnecting in %.1f s", exc, delay)
+                # One line per outage; the retries (backoff up to 10 s) at debug level.
+                (log.debug if failing else log.warning)(
+                    "live notifications: %s; reconnecting with backoff", " ".join(str(exc).split()))
+                failing = True
                 self._stop.wait(delay)
                 delay = min(delay * 2, 10.0)
         self.listening.clear()

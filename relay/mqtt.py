@@ -231,7 +231,14 @@ class MqttIngest:
         try:
             touched = self._commit(records)
         except _Abandoned:
-            log.error("stopping with %d messages not stored: the broker keeps them", len(batch))
+            # Stopping while the database is away: nothing queued can be stored either. None of
+            # it was acknowledged, so the broker redelivers it all to the next connection.
+            left = len(batch)
+            with self._queue.mutex:
+                left += len(self._queue.queue)
+                self._queue.queue.clear()
+            log.error("stopping with %d messages not stored (the database is unavailable): "
+                      "not acknowledged, the broker redelivers them", left)
             return
         self._ack(batch)
         if touched:

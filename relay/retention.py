@@ -26,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from relay.config import RetentionConfig
+from relay.db import describe, unavailable
 from relay.models import (
     Appointment,
     Command,
@@ -232,5 +233,11 @@ class PruneSchedule:
                 self.runs += 1
                 if self.last:
                     log.info("pruned %s", ", ".join(f"{k} {v}" for k, v in self.last.items()))
+            except SQLAlchemyError as exc:
+                if not unavailable(exc):
+                    log.exception("pruning failed; trying again in %.0f s", self.interval_s)
+                else:
+                    log.warning("pruning skipped: database unavailable (%s); next run in %.0f s",
+                                describe(exc), self.interval_s)
             except Exception:
                 log.exception("pruning failed; trying again in %.0f s", self.interval_s)

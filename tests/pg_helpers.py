@@ -30,7 +30,10 @@ class PostgresCluster:
     """A real PostgreSQL on 127.0.0.1:<port>, data in a temp dir. As root it runs as the
     `postgres` system user (PostgreSQL refuses to run as root), which owns the temp dir."""
 
-    def __init__(self) -> None:
+    def __init__(self, durable: bool = False) -> None:
+        # durable: fsync, synchronous_commit and full_page_writes on, as a production server
+        # runs (benchmarks); the tests' default turns them off (a crash loses only this cluster).
+        self.durable = durable
         bindir = pg_bindir()
         if bindir is None:
             raise RuntimeError("PostgreSQL is not installed (the README's test command installs "
@@ -62,16 +65,17 @@ class PostgresCluster:
     def start(self) -> PostgresCluster:
         self._run("initdb", "-D", str(self.data), "-U", self.user, "--auth=trust",
                   "--encoding=UTF8", "--locale=C", "--no-sync")
-        # Test settings: no fsync (a crash loses the throw-away cluster, nothing else), enough
-        # connections for a few relays with their pools, sockets only in our dir.
+        # Test settings: no fsync unless durable (a crash loses the throw-away cluster, nothing
+        # else), enough connections for a few relays with their pools, sockets only in our dir.
         return self.resume()
 
     def resume(self) -> PostgresCluster:
         """Start the server on the existing data directory (after start(), or a stop())."""
+        unsafe = ("" if self.durable else
+                  "-c fsync=off -c synchronous_commit=off -c full_page_writes=off ")
         opts = (f"-c listen_addresses={self.host} -c port={self.port} "
-                f"-c unix_socket_directories={self.dir} -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
-                "-c shared_buffers=64MB")
+                f"-c unix_socket_directories={self.dir} {unsafe}"
+                "-c max_connections=200 -c shared_buffers=64MB")
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", opts, "-w",
                   "-t", "60", "start")
         return self

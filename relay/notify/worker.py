@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from relay import queries
 from relay.config import NotifyConfig
+from relay.db import describe
 from relay.models import Message, Notification, NotifyChannel, PushSubscription, Vehicle, utcnow
 from relay.notify import deliver, payload
 from relay.notify.fanout import Fanout
@@ -71,6 +72,7 @@ class Notifier:
         self.lease = timedelta(seconds=CLAIM_PER_WORKER * cfg.timeout_s * 2 + 10)
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._db_down = False  # logged once per outage
         self._pool = ThreadPoolExecutor(cfg.workers, thread_name_prefix="relay-notify-send")
         self._thread = threading.Thread(target=self._run, name="relay-notify", daemon=True)
 
@@ -103,9 +105,16 @@ class Notifier:
             self._wake.clear()
             try:
                 self.run_once(utcnow())
+                if self._db_down:
+                    log.info("notifications: database available again")
+                    self._db_down = False
             except SQLAlchemyError as exc:  # the database is away: the next pass retries
-                log.warning("notifications: database unavailable (%s)", exc)
+                # One line per outage, not one per pass.
+                (log.debug if self._db_down else log.warning)(
+                    "notifications: database unavailable (%s); retrying", describe(exc))
+                self._db_down = True
                 self._stop.wait(2.0)
+                continue
             except Exception:  # a bug: logged, and the loop goes on
                 log.exception("notification pass failed")
                 self._stop.wait(2.0)
