@@ -1,6 +1,7 @@
 """A database that goes away in the middle of a burst (issue 16, "Bad input"): PostgreSQL
 stopped (pg_ctl -m fast, then -m immediate) while a car keeps publishing, then started again;
-SQLite locked by another process. The ingest waits with backoff and says so once, acknowledges
+SQLite locked by another process, and its files made unwritable (chattr +i, as a file system
+remounted read-only: SQLite reports a disk I/O error). The ingest waits with backoff and says so once, acknowledges
 nothing it has not committed (so every message is stored exactly once afterwards, by the same
 relay or by the next one), /healthz answers 503 naming the database, the pages answer a 503 page
 that says the database is unavailable (no 500, no traceback), and the worker lives on."""
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -202,5 +204,44 @@ def test_a_locked_sqlite_database_holds_the_ingest_back_and_the_pages_say_so(
         assert relay.ingest.dropped == {}
     finally:
         holder.close()
+        car.close()
+        relay.stop()
+
+
+def chattr(flag: str, *paths: Path) -> bool:
+    """Set or clear the immutable attribute (root with CAP_LINUX_IMMUTABLE on ext4 and the like):
+    a file even root cannot write, as on a file system remounted read-only."""
+    done = subprocess.run(["chattr", flag, *map(str, paths)], capture_output=True, check=False)
+    return done.returncode == 0
+
+
+def test_a_read_only_sqlite_database_holds_the_ingest_back_until_it_is_writable_again(
+        tmp_path: Path, broker: Mosquitto, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    relay = Relay(relay_config(tmp_path, broker, database={"timeout_s": 0.5}), live_poll_s=1.0)
+    populate(relay)
+    relay.start()
+    car = CarPublisher(broker)
+    db = tmp_path / "relay.db"
+    files = [db, db.with_name("relay.db-wal")]
+    try:
+        assert relay.ingest.connected.wait(30)
+        publish(car, 0, 10)
+        wait_until(lambda: stored(relay) == (10, 10), 20, "the first 10")
+        if not chattr("+i", *files):
+            pytest.skip("chattr +i is not permitted here (needs root and CAP_LINUX_IMMUTABLE)")
+        publish(car, 10, 50)
+        wait_until(lambda: relay.ingest.db_down_since is not None, 20, "the ingest to notice")
+        assert healthz(relay).status_code == 503
+        acked = relay.ingest.acked
+        time.sleep(2)
+        assert relay.ingest.acked == acked
+        assert chattr("-i", *files)
+        wait_until(lambda: stored(relay) == (60, 60), 60, "60 messages stored once")
+        wait_until(lambda: healthz(relay).status_code == 200, 20, "/healthz to recover")
+        assert outage_lines(caplog) == (1, 1)
+        assert relay.ingest.dropped == {}
+    finally:
+        chattr("-i", *files)  # else nobody can delete the test's directory
         car.close()
         relay.stop()
