@@ -458,7 +458,7 @@ def main() -> int:
     cluster = (PostgresCluster(durable=args.durable).start()
                if any(s.startswith("pg") for s in args.setups) else None)
     if cluster is not None:
-        print(f"PostgreSQL: fsync {'on' if args.durable else 'off'} (the relay's own connections "
+        print(f"PostgreSQL: fsync {'on' if args.durable else 'off'} (the relay's ingest transactions "
               "use synchronous_commit=on either way)", flush=True)
     try:
         for n in args.vehicles:

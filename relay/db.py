@@ -29,15 +29,8 @@ def make_engine(url: str, echo: bool = False, timeout_s: float = 30.0) -> Engine
                                                              "timeout": timeout_s})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    args: dict[str, Any] = {}
-    if "+psycopg" in url:
-        args["connect_timeout"] = max(1, round(timeout_s))
-        # The ingest acknowledges MQTT after a commit: the commit must be in the WAL by then,
-        # whatever the server's default (with synchronous_commit=off a crash of PostgreSQL lost
-        # the last 20 of 600 acknowledged messages, tests/relay/test_relay_db_outage.py). A URL
-        # that sets its own ?options= keeps them.
-        if "options=" not in url:
-            args["options"] = "-c synchronous_commit=on"
+    # (The ingest sets synchronous_commit in its own transactions: relay/mqtt.py.)
+    args = {"connect_timeout": max(1, round(timeout_s))} if "+psycopg" in url else {}
     return create_engine(url, echo=echo, pool_pre_ping=True, connect_args=args)
 
 
