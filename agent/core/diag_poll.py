@@ -83,6 +83,7 @@ class Poller:
         self.plans: dict[str, DiagPlan] = {p.key: p for p in plans}
         self.skip_paths = skip_paths
         self.next_due: dict[str, float] = {}
+        self.grid: dict[tuple[int, float], float] = {}  # (tx id, period) -> the anchor of its rounds
         self.disabled: dict[str, str] = {}
         self.plan_backoff: dict[str, int] = {}
         self.ecus: dict[int, EcuHealth] = {}
@@ -149,13 +150,18 @@ class Poller:
             if not self._afford(plan):
                 self.counts["deferred_bus_share"] += 1
                 continue
-            # On the grid of its first due time, not of its send time: requests of one ECU with
-            # one period stay together as a round, whatever the latency of each answer.
-            due = self.next_due.get(key, now)
-            self.next_due[key] = due + period if due + period > now else now + period
+            self.next_due[key] = self._next_on_grid(plan.tx_id, period, now)
             self._send(plan, now)
             out.append(plan)
         return out
+
+    def _next_on_grid(self, tx: int, period: float, now: float) -> float:
+        """The next due time after `now` on the grid of the ECU's first request at this period.
+        One grid per ECU and period, not per request: the requests of a round go out back to back,
+        each as soon as the answer before it is in (a grid per request, anchored at its own first
+        send, kept every later round waiting for the first round's latencies: +15-30 ms a round)."""
+        anchor = self.grid.setdefault((tx, period), now)
+        return anchor + period * (math.floor((now - anchor) / period) + 1)
 
     def _discovery_request(self, now: float) -> DiagPlan | None:
         d = self.discovery

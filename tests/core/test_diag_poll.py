@@ -134,7 +134,8 @@ def test_conditions_not_correct_backs_off_once_then_the_period_returns_after_an_
             p.on_payload(0x7EC, b"\x7f\x22\x22" if nrc else ok(a), t + 0.1)
         t += 1.0
     gaps = [round(b - a_, 1) for a_, b in zip(sent, sent[1:], strict=False)]
-    assert sorted(set(gaps)) == [15.0, 31.0]  # 30 s after each NRC (at t + 0.1), the second not 60 s
+    # 30 s after each NRC (at t + 0.1), the second not 60 s; then back on its grid (61 -> 75, not 76)
+    assert sorted(set(gaps)) == [14.0, 15.0, 31.0]
     assert gaps.count(31.0) == 2 and p.counts["nrc_0x22"] == 2
 
 
@@ -284,3 +285,27 @@ def test_a_remembered_memory_the_car_confirms_is_kept() -> None:
     sent = run_until_bitmap(p, state, {b"\x01\x0d": b"\x41\x0d\x3c"}, 0.0)
     assert set(sent) == {b"\x01\x0d"} and len(sent) > 30  # every second for 40 s, never a bitmap
     assert p.memory_wrong is None and p.remembered
+
+
+def test_the_requests_of_a_round_go_out_back_to_back_whatever_the_first_rounds_latency() -> None:
+    """One grid per ECU and period: a slow first answer (0.4 s) must not make the second request
+    wait 0.4 s in every later round (it waited for its own grid, anchored at its first send)."""
+    a, b = plan(0x0101, periods=(1, 1, 1)), plan(0x0102, periods=(1, 1, 1))
+    p, state = poller(a, b), VehicleState()
+    t, sent = 100.0, []
+    latency = {1: 0.4}  # the first round's first answer is slow, every other takes 20 ms
+    while t < 105.0:
+        p.heard(t)
+        for x in p.due(t, state):
+            sent.append((round(t, 3), x.label))
+            n = len(sent)
+            p.on_payload(0x7EC, ok(x), t + latency.get(n, 0.02))
+            t = round(t + latency.get(n, 0.02), 3)  # the runtime asks what is due at each answer
+            p.heard(t)
+            for y in p.due(t, state):
+                sent.append((t, y.label))
+                p.on_payload(0x7EC, ok(y), t + 0.02)
+        t = round(t + 0.01, 3)
+    assert sent[:4] == [(100.0, "0101"), (100.4, "0102"), (101.0, "0101"), (101.02, "0102")]
+    assert all(t2 - t1 == pytest.approx(0.02) for (t1, x1), (t2, _) in zip(sent, sent[1:], strict=False)
+               if x1 == "0101" and t1 > 100.5)
