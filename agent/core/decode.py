@@ -8,6 +8,7 @@ float or nested-multiplexed messages), then scales and checks them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,16 @@ DROP_REASONS = ("unknown_id", "short_payload", "error_frame", "malformed_line", 
 MAX_SITES = 256  # distinct places kept per reason; the rest are counted under OTHER_SITE
 OTHER_SITE = "(others)"
 OTHER_ID = -1  # unknown_ids' key for OTHER_SITE
+
+
+def ndigits(step: float) -> int:
+    """Decimals a scaling step can carry (0.1 V steps round to 1 decimal)."""
+    step = abs(step)
+    if step == 0 or step >= 1:
+        return 0 if step == int(step) else 2
+    digits = -math.log10(step)
+    exact = abs(digits - round(digits)) < 1e-9
+    return min(6, math.ceil(digits - 1e-9) + (0 if exact else 1))
 
 
 @dataclass(slots=True)

@@ -8,7 +8,6 @@ plausibility limits reach the VehicleState. A bad response never writes a wrong 
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -275,12 +274,3 @@ class DiagDecoder:
         merged = sorted({c for cs in self._pending.values() for c in cs})
         return (PENDING_DTC_LIST,) if self.state.set(PENDING_DTC_LIST, merged, ts) else ()
 
-
-def ndigits(step: float) -> int:
-    """Decimals a scaling step can carry (0.1 V steps round to 1 decimal)."""
-    step = abs(step)
-    if step == 0 or step >= 1:
-        return 0 if step == int(step) else 2
-    digits = -math.log10(step)
-    exact = abs(digits - round(digits)) < 1e-9
-    return min(6, math.ceil(digits - 1e-9) + (0 if exact else 1))

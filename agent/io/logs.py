@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import IO, Any, TextIO
+from typing import IO, Any, NamedTuple, TextIO
 
 import can
 from can.io.asc import ASC_MESSAGE_REGEX
@@ -116,10 +116,43 @@ def read_frames(path: Path, report: LogReport) -> Iterator[Frame]:
         raise SourceError(f"{path}: no such log file")
     reader = _READERS.get(path.suffix.lower(), _read_python_can)
     before = report.frames
-    yield from reader(path, report)
+    yield from _tally(reader(path, report), report)
     if report.frames == before and report.malformed_lines:
         raise SourceError(f"{path}: no readable frame, {report.malformed_lines} malformed line(s) or "
                           f"record(s) (is it a {path.suffix} log?): {'; '.join(report.examples[:2])}")
+
+
+class Bad(NamedTuple):
+    """A line or record that could not be read: where (e.g. "line 12") and why."""
+
+    where: str
+    why: str
+
+
+Read = Iterator[Frame | Bad]  # what a format reader yields, in file order
+
+
+def _tally(items: Read, report: LogReport) -> Iterator[Frame]:
+    """The frames of one format reader; its bad lines, frame count and time span into report."""
+    first: float | None = None
+    ts = 0.0
+    count = 0
+    try:
+        for item in items:
+            if isinstance(item, Bad):
+                report.malformed(*item)
+                continue
+            ts = item[0]
+            if first is None:
+                first = ts
+            count += 1
+            yield item
+    finally:
+        report.frames += count
+        if first is not None:
+            if report.first_ts is None:
+                report.first_ts = first
+            report.last_ts = ts
 
 
 def _open_text(path: Path, encoding: str = "utf-8") -> TextIO:
@@ -136,46 +169,37 @@ _CANDUMP = re.compile(
     r"(?:#([0-9A-Fa-f])([0-9A-Fa-f]*)|([Rr]\d?)|([0-9A-Fa-f]*))(?:\s+[RT])?\s*")
 
 
-def _read_candump(path: Path, report: LogReport) -> Iterator[Frame]:
+def _read_candump(path: Path, report: LogReport) -> Read:
     """candump -l: `(1700000000.123456) can0 123#0102`, FD `123##1<64 bytes>`, remote `123#R`."""
     match = _CANDUMP.fullmatch
     fromhex = bytes.fromhex
-    first: float | None = None
-    ts = 0.0
-    count = 0
     last_bus = None
     with _open_text(path) as fh:
-        try:
-            for n, line in enumerate(fh, 1):
-                m = match(line)
-                if m is None:
-                    if line.strip():
-                        report.malformed(f"line {n}", _candump_why(line))
-                    continue
-                stamp, bus, ident, fd_flags, fd_data, remote, data = m.groups()
-                if remote is not None:
-                    continue  # a remote request carries no values
-                hexdata = data if fd_flags is None else fd_data
-                try:
-                    payload = fromhex(hexdata)
-                except ValueError:
-                    report.malformed(f"line {n}", f"odd number of hex digits in the data {hexdata!r}")
-                    continue
-                can_id = int(ident, 16)
-                why = _candump_check(can_id, len(ident), len(payload), fd_flags is not None)
-                if why:
-                    report.malformed(f"line {n}", why)
-                    continue
-                ts = float(stamp)
-                if first is None:
-                    first = ts
-                if bus != last_bus:
-                    report.buses.add(bus)
-                    last_bus = bus
-                count += 1
-                yield (ts, None, b"") if can_id & CAN_ERR_FLAG and len(ident) == 8 else (ts, can_id, payload)
-        finally:
-            _done(report, count, first, ts)
+        for n, line in enumerate(fh, 1):
+            m = match(line)
+            if m is None:
+                if line.strip():
+                    yield Bad(f"line {n}", _candump_why(line))
+                continue
+            stamp, bus, ident, fd_flags, fd_data, remote, data = m.groups()
+            if remote is not None:
+                continue  # a remote request carries no values
+            hexdata = data if fd_flags is None else fd_data
+            try:
+                payload = fromhex(hexdata)
+            except ValueError:
+                yield Bad(f"line {n}", f"odd number of hex digits in the data {hexdata!r}")
+                continue
+            can_id = int(ident, 16)
+            why = _candump_check(can_id, len(ident), len(payload), fd_flags is not None)
+            if why:
+                yield Bad(f"line {n}", why)
+                continue
+            if bus != last_bus:
+                report.buses.add(bus)
+                last_bus = bus
+            ts = float(stamp)
+            yield (ts, None, b"") if can_id & CAN_ERR_FLAG and len(ident) == 8 else (ts, can_id, payload)
 
 
 def _candump_check(can_id: int, digits: int, length: int, fd: bool) -> str | None:
@@ -212,51 +236,41 @@ _ASC_DATE = re.compile(r"date\s+(.+)", re.IGNORECASE)
 _ASC_FRAME_LIKE = re.compile(r"\s*\d+\.\d*(?:\s+\d+(?:\s+[0-9A-Fa-f]+x?(?:\s.*)?)?)?\s*|\s*\d+\.\d+\s+CANFD\b.*")
 
 
-def _read_asc(path: Path, report: LogReport) -> Iterator[Frame]:
+def _read_asc(path: Path, report: LogReport) -> Read:
     """Vector ASC, its rows parsed by python-can's ASCReader, one line at a time.
 
     Timestamps are the file's own (relative to the measurement start, as python-can reads
     them by default); the header's `date` is only quoted when suggesting --start-time.
     """
-    first: float | None = None
-    ts = 0.0
-    count = 0
     with _open_text(path) as fh:
         parser = can.ASCReader(fh)  # used for its row parsers only; the lines are read here
-        try:
-            for n, raw in enumerate(fh, 1):
-                line = raw.strip()
-                if not ASC_MESSAGE_REGEX.match(line):
-                    _asc_other(parser, line, n, report)
-                    continue
-                try:
-                    frame = _asc_frame(parser, line, report)
-                except (ValueError, IndexError, TypeError, KeyError) as exc:
-                    report.malformed(f"line {n}", f"{exc or type(exc).__name__}: {_quote(line)}")
-                    continue
-                if isinstance(frame, str):
-                    report.malformed(f"line {n}", frame)
-                    continue
-                if frame is None:
-                    continue
-                ts = frame[0]
-                if first is None:
-                    first = ts
-                count += 1
+        for n, raw in enumerate(fh, 1):
+            line = raw.strip()
+            if not ASC_MESSAGE_REGEX.match(line):
+                if _asc_other(parser, line, report):
+                    yield Bad(f"line {n}", f"cut short: {_quote(line)}")
+                continue
+            try:
+                frame = _asc_frame(parser, line, report)
+            except (ValueError, IndexError, TypeError, KeyError) as exc:
+                frame = f"{exc or type(exc).__name__}: {_quote(line)}"
+            if isinstance(frame, str):
+                yield Bad(f"line {n}", frame)
+            elif frame is not None:
                 yield frame
-        finally:
-            _done(report, count, first, ts)
 
 
-def _asc_other(parser: can.ASCReader, line: str, n: int, report: LogReport) -> None:
+def _asc_other(parser: can.ASCReader, line: str, report: LogReport) -> bool:
+    """A line other than a frame event: header settings are taken; True when it is a cut frame."""
     base = _ASC_BASE.match(line)
     if base:
         parser.base = base.group(1).lower()
         parser._converted_base = parser._check_base(parser.base)
     elif (date := _ASC_DATE.match(line)) and report.header_date is None:
         report.header_date = date.group(1)
-    elif _ASC_FRAME_LIKE.fullmatch(line):
-        report.malformed(f"line {n}", f"cut short: {_quote(line)}")
+    else:
+        return _ASC_FRAME_LIKE.fullmatch(line) is not None
+    return False
 
 
 def _asc_frame(parser: can.ASCReader, line: str, report: LogReport) -> Frame | str | None:
@@ -298,11 +312,8 @@ class _CountedLines:
         return line
 
 
-def _read_trc(path: Path, report: LogReport) -> Iterator[Frame]:
+def _read_trc(path: Path, report: LogReport) -> Read:
     """PCAN TRC 1.0-2.1, its rows parsed by python-can's TRCReader, one line at a time."""
-    first: float | None = None
-    ts = 0.0
-    count = 0
     with _open_text(path) as fh:
         parser = can.TRCReader(fh)
         lines = _CountedLines(fh)
@@ -312,24 +323,15 @@ def _read_trc(path: Path, report: LogReport) -> Iterator[Frame]:
         except (ValueError, NotImplementedError) as exc:
             raise SourceError(f"{path}: unreadable TRC header: {exc}") from None
         pending = [(lines.n, first_line)] if first_line else []
-        try:
-            for n, raw in _chain(pending, lines):
-                line = raw.strip()
-                if not line or line.startswith(";"):
-                    continue
-                frame = _trc_frame(parser, line)
-                if isinstance(frame, str):
-                    report.malformed(f"line {n}", frame)
-                    continue
-                if frame is None:
-                    continue
-                ts = frame[0]
-                if first is None:
-                    first = ts
-                count += 1
+        for n, raw in _chain(pending, lines):
+            line = raw.strip()
+            if not line or line.startswith(";"):
+                continue
+            frame = _trc_frame(parser, line)
+            if isinstance(frame, str):
+                yield Bad(f"line {n}", frame)
+            elif frame is not None:
                 yield frame
-        finally:
-            _done(report, count, first, ts)
 
 
 def _chain(pending: list[tuple[int, str]], lines: _CountedLines) -> Iterator[tuple[int, str]]:
@@ -361,47 +363,38 @@ def _trc_frame(parser: can.TRCReader, line: str) -> Frame | str | None:
 
 # -- SavvyCAN / GVRET CSV --------------------------------------------------------------------
 
-def _read_gvret(path: Path, report: LogReport) -> Iterator[Frame]:
+def _read_gvret(path: Path, report: LogReport) -> Read:
     """SavvyCAN/GVRET CSV: Time Stamp (us), ID (hex), Extended, [Dir,] Bus, LEN or DLC, D1..Dn.
 
     A UTF-8 byte-order mark, `DLC` for `LEN`, extra columns and CAN FD rows (up to 64 data
     cells) are read like the plain file.
     """
-    first: float | None = None
-    ts = 0.0
-    count = 0
     with _open_text(path, encoding="utf-8-sig") as fh:
         columns = _gvret_columns(path, fh.readline())
         i_id, i_len, i_bus, i_d1, is_dlc = columns
-        try:
-            for n, line in enumerate(fh, 2):
-                row = line.rstrip("\r\n").split(",")
-                if len(row) == 1 and not row[0].strip():
-                    continue
-                try:
-                    ts = int(row[0]) / 1e6
-                    can_id = int(row[i_id], 16)
-                    size = int(row[i_len])
-                    if is_dlc and 8 < size <= 15:
-                        size = dlc2len(size)
-                    cells = row[i_d1:i_d1 + size]
-                    payload = bytes.fromhex("".join(cells))
-                except (ValueError, IndexError):
-                    report.malformed(f"line {n}", f"not a GVRET row: {_quote(line.strip())}")
-                    continue
-                if len(payload) != size or len(cells) != size or not 0 <= can_id <= 0x1FFFFFFF \
-                        or size not in FD_LENGTHS:
-                    report.malformed(f"line {n}", f"{len(cells)} data cells for length {size} or bad id: "
-                                                  f"{_quote(line.strip())}")
-                    continue
-                if first is None:
-                    first = ts
-                if i_bus is not None:
-                    report.buses.add(row[i_bus])
-                count += 1
-                yield ts, can_id, payload
-        finally:
-            _done(report, count, first, ts)
+        for n, line in enumerate(fh, 2):
+            row = line.rstrip("\r\n").split(",")
+            if len(row) == 1 and not row[0].strip():
+                continue
+            try:
+                ts = int(row[0]) / 1e6
+                can_id = int(row[i_id], 16)
+                size = int(row[i_len])
+                if is_dlc and 8 < size <= 15:
+                    size = dlc2len(size)
+                cells = row[i_d1:i_d1 + size]
+                payload = bytes.fromhex("".join(cells))
+            except (ValueError, IndexError):
+                yield Bad(f"line {n}", f"not a GVRET row: {_quote(line.strip())}")
+                continue
+            if len(payload) != size or len(cells) != size or not 0 <= can_id <= 0x1FFFFFFF \
+                    or size not in FD_LENGTHS:
+                yield Bad(f"line {n}", f"{len(cells)} data cells for length {size} or bad id: "
+                                       f"{_quote(line.strip())}")
+                continue
+            if i_bus is not None:
+                report.buses.add(row[i_bus])
+            yield ts, can_id, payload
 
 
 def _gvret_columns(path: Path, header_line: str) -> tuple[int, int, int | None, int, bool]:
@@ -420,63 +413,48 @@ def _gvret_columns(path: Path, header_line: str) -> tuple[int, int, int | None, 
 
 # -- BLF and anything else python-can reads ---------------------------------------------------
 
-def _read_blf(path: Path, report: LogReport) -> Iterator[Frame]:
+def _read_blf(path: Path, report: LogReport) -> Read:
     """BLF (binary): a cut or corrupt tail ends reading, counted as one malformed record."""
     try:
         reader = can.BLFReader(str(path))
     except (BLFParseError, ValueError, OSError, struct.error) as exc:
         raise SourceError(f"{path}: cannot read BLF: {exc or type(exc).__name__}") from None
-    first: float | None = None
-    ts = 0.0
     count = 0
     try:
         for msg in reader:
             frame = _from_message(msg)
             if frame is None:
                 continue
-            ts = frame[0]
-            if first is None:
-                first = ts
             report.buses.add(str(msg.channel))
             count += 1
             yield frame
     except (BLFParseError, struct.error, zlib.error, ValueError, OSError, EOFError) as exc:
-        report.malformed(f"after frame {count}", f"unreadable BLF data ({exc or type(exc).__name__}); "
-                                                 "the rest of the file is skipped")
+        yield Bad(f"after frame {count}", f"unreadable BLF data ({exc or type(exc).__name__}); "
+                                          "the rest of the file is skipped")
         return
     finally:
         reader.stop()
-        _done(report, count, first, ts)
     size = path.stat().st_size
     if reader.file_size > size:  # python-can reads a cut container as far as it goes, silently
-        report.malformed(f"byte {size}", f"the file ends before the {reader.file_size} bytes its header "
-                                         "announces (cut short; the frames up to the cut were read)")
+        yield Bad(f"byte {size}", f"the file ends before the {reader.file_size} bytes its header "
+                                  "announces (cut short; the frames up to the cut were read)")
 
 
-def _read_python_can(path: Path, report: LogReport) -> Iterator[Frame]:
+def _read_python_can(path: Path, report: LogReport) -> Read:
     """Formats python-can reads that carfriend has no line reader for: the first error ends it."""
     try:
         reader = can.LogReader(str(path))
     except (ValueError, OSError) as exc:
         raise SourceError(f"{path}: cannot read log: {exc}") from None
-    first: float | None = None
-    ts = 0.0
-    count = 0
     try:
         for msg in reader:
             frame = _from_message(msg)
-            if frame is None:
-                continue
-            ts = frame[0]
-            if first is None:
-                first = ts
-            count += 1
-            yield frame
+            if frame is not None:
+                yield frame
     except (ValueError, OSError, EOFError) as exc:
         raise SourceError(f"{path}: unreadable log: {exc}") from None
     finally:
         reader.stop()
-        _done(report, count, first, ts)
 
 
 def _from_message(msg: can.Message) -> Frame | None:
@@ -486,14 +464,6 @@ def _from_message(msg: can.Message) -> Frame | None:
     if msg.is_remote_frame:
         return None
     return msg.timestamp, msg.arbitration_id, bytes(msg.data)
-
-
-def _done(report: LogReport, count: int, first: float | None, last: float) -> None:
-    report.frames += count
-    if first is not None:
-        if report.first_ts is None:
-            report.first_ts = first
-        report.last_ts = last
 
 
 _READERS = {".log": _read_candump, ".asc": _read_asc, ".trc": _read_trc, ".csv": _read_gvret,

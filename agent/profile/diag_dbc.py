@@ -14,7 +14,8 @@ from __future__ import annotations
 from cantools.database.can import Database, Message, Signal
 
 from agent.core import vss
-from agent.core.diag_plan import BitSpec, DiagPlan, DiagValue, ndigits
+from agent.core.decode import ndigits
+from agent.core.diag_plan import BitSpec, DiagPlan, DiagValue
 from agent.core.settings import SignalMap
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 from cantools.database.can import Database
 
 from agent.core import vss
+from agent.core.decode import ndigits
 from agent.core.diag_j1979 import STANDARD_PATHS
-from agent.core.diag_plan import BitSpec, DiagPlan, DiagProfile, DiagValue, ndigits
+from agent.core.diag_plan import BitSpec, DiagPlan, DiagProfile, DiagValue
 from agent.core.diag_profile import (
     FUNCTIONAL_ID,
     IDENTIFIER_BYTES,

@@ -14,7 +14,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agent.core import vss
-from agent.core.diag_plan import BitSpec, DiagPlan, DiagValue, ndigits
+from agent.core.decode import ndigits
+from agent.core.diag_plan import BitSpec, DiagPlan, DiagValue
 from agent.core.diag_profile import (
     FUNCTIONAL_ID,
     IDENTIFIER_BYTES,

@@ -12,7 +12,7 @@ from pathlib import Path
 from cantools.database.can import Database, Message, Signal
 
 from agent.core import vss
-from agent.core.decode import BitField, MessagePlan, SignalPlan
+from agent.core.decode import BitField, MessagePlan, SignalPlan, ndigits
 from agent.core.errors import ConfigError, DbcError
 from agent.core.settings import AgentConfig, SignalMap
 from agent.core.state import DEFAULT_STALE_AFTER_S
@@ -107,7 +107,7 @@ class _PlanBuilder:
             lo=mapping.min if mapping.min is not None else vss.PLAUSIBLE.get(path, (None, None))[0],
             hi=mapping.max if mapping.max is not None else vss.PLAUSIBLE.get(path, (None, None))[1],
             na_raw=_not_available_raw(signal), choices=_choices(signal),
-            ndigits=_ndigits(float(signal.scale) * mapping.scale), dtc_bits=signal.length,
+            ndigits=ndigits(float(signal.scale) * mapping.scale), dtc_bits=signal.length,
             where=f"{message.name}.{signal.name}",
             integer=path in vss.SPECS and vss.SPECS[path].integer,
         )
@@ -357,15 +357,6 @@ def _not_available_raw(signal: Signal) -> int | None:
     if signal.choices or signal.length < 4:
         return None  # small flags and enums use every value
     return all_ones
-
-
-def _ndigits(step: float) -> int:
-    step = abs(step)
-    if step == 0 or step >= 1:
-        return 0 if step == int(step) else 2
-    digits = -math.log10(step)
-    exact = abs(digits - round(digits)) < 1e-9
-    return min(6, math.ceil(digits - 1e-9) + (0 if exact else 1))
 
 
 def _signal_bits(signal: Signal) -> int:
