@@ -32,6 +32,7 @@ from agent.io.fastbus import BATCH_S, read_batch
 from agent.io.hadiscovery import DiscoveryPublisher
 from agent.io.health import HealthPublisher
 from agent.io.outbox import SqliteOutbox
+from agent.io.pid_memory import SUPPORTED_PIDS_FILE
 from agent.io.sdnotify import SystemdNotifier
 from agent.io.sources import link_is_up, open_bus
 from agent.io.uplink import PahoUplink
@@ -161,9 +162,11 @@ class Agent:
         send = None if self.config.can.listen_only else self._send_frame
         if send is None:
             log.warning("[can] listen_only: diagnostic requests are configured but nothing is ever sent")
-        # The supported-PID memory (DiagRuntime(memory=...)) is not wired in yet: with it on,
-        # tests/cli/test_diag_live.py missed the 12 V dip in loaded runs (cause not found).
-        return DiagRuntime(profile, self.pipeline, send, bitrate=self.config.can.bitrate or 500_000)
+        # The supported standard PIDs are asked once and remembered in the state dir (per vehicle id;
+        # a memory the car contradicts is deleted and the bitmaps asked again).
+        return DiagRuntime(profile, self.pipeline, send, bitrate=self.config.can.bitrate or 500_000,
+                           memory=self.config.resolved_state_dir() / SUPPORTED_PIDS_FILE,
+                           vehicle_id=self.config.vehicle.id)
 
     def _process(self, ts: float, can_id: int, data: bytes) -> None:
         """One frame with diagnostics on: responses to the ISO-TP ports, the rest to the decoder."""

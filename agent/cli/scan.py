@@ -187,7 +187,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.config}: [can] listen_only = true: scan sends requests, which that forbids")
     diag = config.diagnostics or DiagnosticsConfig()
     path = args.signalset or diag.signalset
-    plans = _signalset_plans(path, diag) if path is not None else []
+    plans = _signalset_plans(path, diag, config.vehicle.model_year) if path is not None else []
     bus = open_bus(config.can, None)
     try:
         scanner = Scanner(bus, diag.quiet_after_s, args.timeout)
@@ -207,7 +207,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     return 0 if result.stopped is None else 1
 
 
-def _signalset_plans(path: Path, diag: DiagnosticsConfig) -> list[DiagPlan]:
+def _signalset_plans(path: Path, diag: DiagnosticsConfig, model_year: int | None) -> list[DiagPlan]:
     try:
         text = path.read_bytes()
     except OSError as exc:
@@ -215,7 +215,7 @@ def _signalset_plans(path: Path, diag: DiagnosticsConfig) -> list[DiagPlan]:
     sset, problems = parse_signalset(text, str(path))
     if sset is None:
         raise ConfigError(problems)
-    builder = SignalSetBuilder(sset, str(path), diag, {})
+    builder = SignalSetBuilder(sset, str(path), diag, {}, model_year)
     plans = builder.plans()
     if builder.problems:
         raise ConfigError(builder.problems)

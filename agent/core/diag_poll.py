@@ -12,7 +12,11 @@ Rules, all on event time passed in:
 - a request an ECU never answers while it answers others is one it does not support (SAE
   J1979 ECUs say so by silence): after ``timeouts_before_backoff`` of those it is not asked
   again, and those timeouts never back the ECU off (its other requests go on);
-- an answer after the timeout (``late``) still counts: its values, and the ECU's health.
+- an answer after the timeout (``late``) still counts: its values, and the ECU's health;
+- supported PIDs remembered from an earlier run are trusted until the car contradicts them:
+  a remembered PID refused (NRC 0x11/0x12/0x31) or never answered while its ECU answers
+  others, or a remembered ECU backed off without having answered once, forgets them all
+  (``memory_wrong``) and the bitmaps are asked again.
 """
 
 from __future__ import annotations
@@ -79,6 +83,7 @@ class Poller:
         self.plans: dict[str, DiagPlan] = {p.key: p for p in plans}
         self.skip_paths = skip_paths
         self.next_due: dict[str, float] = {}
+        self.grid: dict[tuple[int, float], float] = {}  # (tx id, period) -> the anchor of its rounds
         self.disabled: dict[str, str] = {}
         self.plan_backoff: dict[str, int] = {}
         self.ecus: dict[int, EcuHealth] = {}
@@ -94,6 +99,9 @@ class Poller:
         self.answered_keys: set[str] = set()  # requests answered at least once (positively or not)
         self.silences: dict[str, int] = {}  # request -> timeouts in a row while its ECU answered others
         self._taken_pids: set[int] = set()
+        self.discovered_keys: set[str] = set()  # the plans discovery (or the memory) added
+        self.remembered = False  # discovery came from an earlier run's memory, not from this car's bitmaps
+        self.memory_wrong: str | None = None  # why the memory was forgotten (the runtime deletes its file)
 
     # -- the car's own traffic ---------------------------------------------------------------
     def heard(self, ts: float) -> None:
@@ -142,13 +150,18 @@ class Poller:
             if not self._afford(plan):
                 self.counts["deferred_bus_share"] += 1
                 continue
-            # On the grid of its first due time, not of its send time: requests of one ECU with
-            # one period stay together as a round, whatever the latency of each answer.
-            due = self.next_due.get(key, now)
-            self.next_due[key] = due + period if due + period > now else now + period
+            self.next_due[key] = self._next_on_grid(plan.tx_id, period, now)
             self._send(plan, now)
             out.append(plan)
         return out
+
+    def _next_on_grid(self, tx: int, period: float, now: float) -> float:
+        """The next due time after `now` on the grid of the ECU's first request at this period.
+        One grid per ECU and period, not per request: the requests of a round go out back to back,
+        each as soon as the answer before it is in (a grid per request, anchored at its own first
+        send, kept every later round waiting for the first round's latencies: +15-30 ms a round)."""
+        anchor = self.grid.setdefault((tx, period), now)
+        return anchor + period * (math.floor((now - anchor) / period) + 1)
 
     def _discovery_request(self, now: float) -> DiagPlan | None:
         d = self.discovery
@@ -174,7 +187,38 @@ class Poller:
         if self.discovery is None or self.discovery.done or not supported:
             return
         self.discovery = Discovery(pending=[], supported={rx: set(p) for rx, p in supported.items()}, done=True)
+        self.remembered = True
         self._finish_discovery()
+
+    def forget(self, reason: str) -> None:
+        """The remembered supported PIDs do not fit this car: drop what they added, ask the bitmaps again."""
+        if not self.remembered:
+            return
+        self.remembered = False
+        self.memory_wrong = reason
+        self.counts["supported_pids_forgotten"] += 1
+        for key in self.discovered_keys:
+            self.plans.pop(key, None)
+            self.next_due.pop(key, None)
+            self.disabled.pop(key, None)
+            self.plan_backoff.pop(key, None)
+            self.silences.pop(key, None)
+        remembered_tx = {rx - 8 for rx in self.discovery.supported} if self.discovery else set()
+        for tx in remembered_tx:
+            self.ecus.pop(tx, None)  # an ECU backed off for the memory's sake is asked afresh
+            out = self.outstanding.get(tx)
+            if out is not None and out.plan.key in self.discovered_keys:
+                del self.outstanding[tx]
+        self.discovered_keys.clear()
+        self._taken_pids.clear()
+        self.discovery = Discovery()
+
+    def _from_memory(self, plan: DiagPlan) -> bool:
+        return self.remembered and plan.key in self.discovered_keys
+
+    def _contradicts_memory(self, plan: DiagPlan) -> bool:
+        """A remembered PID the ECU refuses or ignores (its DTC services may be silent: J1979 allows it)."""
+        return self._from_memory(plan) and plan.request[0] == 0x01
 
     def discovered(self) -> dict[int, set[int]] | None:
         """Supported PIDs per response id once discovery is done and some ECU answered, else None."""
@@ -188,6 +232,7 @@ class Poller:
         assert d is not None
         for rx in sorted(d.supported):
             for plan in plans_for(rx, d.supported[rx], self.diag, self.skip_paths, self._taken_pids):
+                self.discovered_keys.add(plan.key)
                 self.plans.setdefault(plan.key, plan)
                 self.expected_len.setdefault(plan.key, _expected_length(plan))
 
@@ -257,6 +302,9 @@ class Poller:
             self.discovery.pending.append((plan.request[1], rx))  # ask that bitmap again
             return
         if nrc in STOP_ASKING:
+            if self._contradicts_memory(plan):
+                self.forget(f"{plan.label} at 0x{plan.tx_id:X} refused with NRC 0x{nrc:02X}")
+                return
             self.disabled[plan.key] = f"NRC 0x{nrc:02X} {STOP_ASKING[nrc]}"
         elif nrc in BACK_OFF:
             level = self.plan_backoff.get(plan.key, 0)
@@ -283,8 +331,8 @@ class Poller:
     def expire(self, now: float) -> None:
         """Requests not answered by their deadline: timeouts, and an ECU's backoff."""
         for tx, out in list(self.outstanding.items()):
-            if now < out.deadline:
-                continue
+            if now < out.deadline or self.outstanding.get(tx) is not out:
+                continue  # not yet, or dropped by forget() in this very loop
             del self.outstanding[tx]
             if out.plan.functional and out.answered:
                 continue  # a functional request collects answers until its deadline
@@ -297,6 +345,9 @@ class Poller:
                 continue
             health.timeouts += 1
             if health.timeouts >= self.diag.timeouts_before_backoff:
+                if not health.answered and self._from_memory(out.plan):
+                    self.forget(f"remembered ECU 0x{tx:X} never answered ({health.timeouts} timeouts)")
+                    continue
                 health.until = now + min(BACKOFF_BASE_S * 2 ** health.level, self.diag.backoff_max_s)
                 health.level += 1
                 health.timeouts = 0
@@ -309,6 +360,9 @@ class Poller:
             return False
         n = self.silences[plan.key] = self.silences.get(plan.key, 0) + 1
         if n >= self.diag.timeouts_before_backoff:
+            if self._contradicts_memory(plan):
+                self.forget(f"{plan.label} at 0x{plan.tx_id:X} never answered ({n} requests)")
+                return True
             self.disabled[plan.key] = f"never answered ({n} requests) while the ECU answered others"
             self.counts["silent_unsupported"] += 1
         return True

@@ -163,6 +163,9 @@ class DiagnosticsConfig(_Model):
     enabled: bool = True
     # An OBDb signal set (format v3), supplied by the user like a DBC (it is CC BY-SA).
     signalset: Path | None = None
+    # With [vehicle] model_year set, also poll the signal set's commands OBDb has not confirmed
+    # for that year (`dbg`, `dbgfilter`); a command its `filter` excludes is never polled.
+    signalset_unconfirmed: bool = False
     # The SAE J1979 PIDs built in (speed, 12 V, odometer, battery remaining, MIL, DTCs), asked
     # once which the car supports.
     standard_pids: bool = True

@@ -30,6 +30,9 @@ class VehicleConfig(_Model):
     timezone: str = "UTC"
     tone: Literal["friendly", "concise"] = "friendly"
     battery_capacity_kwh: Annotated[float, Field(gt=0, le=500)] = 60.0
+    # The model year: picks the OBDb signal set's commands for that year (their `filter` and
+    # `dbgfilter`); None: every command of the set (docs/diagnostics.md).
+    model_year: Annotated[int, Field(ge=1980, le=2100)] | None = None
     # Cheaper power, local time "HH:MM-HH:MM" (e.g. "23:00-07:00"); enables "later" answers.
     offpeak_window: Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")] | None = None
 

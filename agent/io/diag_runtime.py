@@ -22,7 +22,7 @@ from agent.core.diag_poll import Poller
 from agent.core.diag_profile import FUNCTIONAL_ID, OBD_RESPONSE_IDS
 from agent.core.pipeline import Pipeline
 from agent.io.isotp_link import IsoTpPort
-from agent.io.pid_memory import load_supported, save_supported
+from agent.io.pid_memory import forget_supported, load_supported, save_supported
 
 log = logging.getLogger(__name__)
 Send = Callable[[can.Message], None]
@@ -130,15 +130,8 @@ class DiagRuntime:
 
     def _send_due(self, now: float) -> None:
         due = self.poller.due(now, self.pipeline.state)
-        if self.memory is not None and not self._remembered:
-            found = self.poller.discovered()
-            if found is not None:
-                # Off the worker thread: a disk stalled by other writers must not stall polling.
-                snapshot = {rx: set(pids) for rx, pids in found.items()}
-                self.saver = threading.Thread(target=save_supported, args=(self.memory, self.vehicle_id, snapshot),
-                                              name="pid-memory", daemon=True)
-                self.saver.start()
-                self._remembered = True
+        if self.memory is not None:
+            self._update_memory()
         for plan in due:
             try:
                 port = self._port_for(plan)
@@ -148,6 +141,33 @@ class DiagRuntime:
                 self.counts["send_failed"] += 1
                 self.poller.outstanding.pop(plan.tx_id, None)
                 log.debug("request %s not sent: %s", plan.label, exc)
+
+    def _update_memory(self) -> None:
+        """Write the supported PIDs once discovered; delete a memory the car contradicted.
+        Off the worker thread: a disk stalled by other writers must not stall polling."""
+        assert self.memory is not None
+        wrong = self.poller.memory_wrong
+        if wrong is not None:
+            self.poller.memory_wrong = None
+            log.warning("%s: remembered supported PIDs do not fit this car (%s); asking the car again",
+                        self.memory, wrong)
+            self._in_background(forget_supported, self.memory)
+            self._remembered = False
+        if not self._remembered:
+            found = self.poller.discovered()
+            if found is not None:
+                snapshot = {rx: set(pids) for rx, pids in found.items()}
+                self._in_background(save_supported, self.memory, self.vehicle_id, snapshot)
+                self._remembered = True
+
+    def _in_background(self, target: Callable[..., None], *args: object) -> None:
+        previous = self.saver
+        def run() -> None:
+            if previous is not None:
+                previous.join()  # in order: a delete never overtakes the write before it
+            target(*args)
+        self.saver = threading.Thread(target=run, name="pid-memory", daemon=True)
+        self.saver.start()
 
     def _port_for(self, plan: DiagPlan) -> IsoTpPort:
         if plan.functional:

@@ -21,6 +21,7 @@ from agent.core.diag_profile import OBD_RESPONSE_IDS
 
 log = logging.getLogger(__name__)
 MAX_FILE_BYTES = 64 * 1024
+SUPPORTED_PIDS_FILE = "supported_pids.json"  # in [storage] state_dir
 Pid = Annotated[int, Field(ge=0x01, le=0xFF, strict=True)]
 
 
@@ -77,3 +78,11 @@ def save_supported(path: Path, vehicle_id: str, supported: dict[int, set[int]]) 
         os.replace(tmp, path)
     except OSError as exc:
         log.warning("%s: cannot remember supported PIDs: %s", path, exc)
+
+
+def forget_supported(path: Path) -> None:
+    """Delete a memory the car contradicted (a different car, an ECU changed); a failure is logged."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("%s: cannot delete the remembered supported PIDs: %s", path, exc)

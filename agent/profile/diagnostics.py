@@ -53,7 +53,7 @@ def load_diagnostics(config: AgentConfig, databases: Sequence[tuple[str, Databas
         if r.dbc_message is not None:
             plan.values = _dbc_values(r.dbc_message, plan, config, databases, where, problems)
     if diag.signalset is not None:
-        plans += _signalset_plans(diag.signalset, diag, overrides, problems, notes)
+        plans += _signalset_plans(diag.signalset, diag, overrides, problems, notes, config.vehicle.model_year)
     elif overrides:
         problems += [f'{where}: [signals] "{p}": "{m.source}" needs [diagnostics] signalset' for p, m in overrides.items()]
     problems += _awake_problems(config, plans, where)
@@ -133,7 +133,7 @@ def _request_plan(r: DiagRequest, diag: DiagnosticsConfig, where: str) -> DiagPl
 
 
 def _signalset_plans(path: Path, diag: DiagnosticsConfig, overrides: dict[str, SignalMap],
-                     problems: list[str], notes: list[str]) -> list[DiagPlan]:
+                     problems: list[str], notes: list[str], model_year: int | None) -> list[DiagPlan]:
     try:
         text = path.read_bytes()
     except OSError as exc:
@@ -143,7 +143,7 @@ def _signalset_plans(path: Path, diag: DiagnosticsConfig, overrides: dict[str, S
     if sset is None:
         problems.extend(errors)
         return []
-    builder = SignalSetBuilder(sset, str(path), diag, overrides)
+    builder = SignalSetBuilder(sset, str(path), diag, overrides, model_year)
     plans = builder.plans()
     problems.extend(builder.problems)
     notes.extend(builder.notes)

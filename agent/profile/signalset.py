@@ -120,6 +120,24 @@ class ObdbSignal(_Strict):
     comment: str | None = None
 
 
+class YearFilter(_Strict):
+    """OBDb's model-year filter: `from`/`to` bound a range (from <= to) or, crossed (from > to),
+    leave a gap ("to 2019, from 2025": up to 2019 and from 2025 on); `years` adds single years."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    from_year: int | None = Field(default=None, alias="from", ge=1900, le=2200, strict=True)
+    to_year: int | None = Field(default=None, alias="to", ge=1900, le=2200, strict=True)
+    years: Annotated[list[Annotated[int, Field(ge=1900, le=2200, strict=True)]], Field(max_length=200)] | None = None
+
+    def matches(self, year: int) -> bool:
+        lo, hi = self.from_year, self.to_year
+        if lo is not None and hi is not None:
+            hit = lo <= year <= hi if lo <= hi else (year >= lo or year <= hi)
+        else:
+            hit = (lo is not None and year >= lo) or (hi is not None and year <= hi)
+        return hit or year in (self.years or ())
+
+
 class ObdbCommand(_Strict):
     hdr: Annotated[str, Field(pattern=r"^([0-9A-Fa-f]{3}|[0-9A-Fa-f]{6}|[0-9A-Fa-f]{8})$")]
     rax: Annotated[str, Field(pattern=r"^([0-9A-Fa-f]{3}|[0-9A-Fa-f]{6}|[0-9A-Fa-f]{8})$")] | None = None
@@ -127,8 +145,10 @@ class ObdbCommand(_Strict):
     freq: Annotated[float, Field(gt=0, le=86400)] = 10.0
     fcm1: bool = False  # the ECU waits for a flow control from the tester: carfriend always sends one
     signals: list[ObdbSignal]
-    dbgfilter: dict[str, Any] | None = None
-    filter: dict[str, Any] | None = None
+    # Model years: `filter` = the years the command exists in; `dbgfilter` = the years it is
+    # not confirmed for yet (OBDb sends it there in debug mode only); `dbg` = unconfirmed in all.
+    dbgfilter: YearFilter | None = None
+    filter: YearFilter | None = None
     dbg: bool | None = None
     pri: str | None = None
 
@@ -173,13 +193,35 @@ class SignalSetBuilder:
     """Turns a validated signal set into DiagPlans; problems and notes are collected."""
 
     def __init__(self, sset: SignalSet, where: str, diag: DiagnosticsConfig,
-                 overrides: Mapping[str, SignalMap]) -> None:
-        self.sset, self.where, self.diag = sset, where, diag
+                 overrides: Mapping[str, SignalMap], model_year: int | None = None) -> None:
+        """model_year: keep the commands of that year (see for_year); None: every command."""
+        self.where, self.diag = where, diag
         self.problems: list[str] = []
         self.notes: list[str] = []
+        self.sset = sset if model_year is None else self.for_year(sset, model_year, diag.signalset_unconfirmed)
         # path -> signal id, from [signals] "Vehicle.X" = "signalset.ID"
         self.overrides = {path: m for path, m in overrides.items() if m.message == SIGNALSET_SOURCE}
-        self.by_id = {s.id: (c, s) for c in sset.commands for s in c.signals}
+        self.by_id = {s.id: (c, s) for c in self.sset.commands for s in c.signals}
+
+    def for_year(self, sset: SignalSet, year: int, unconfirmed: bool) -> SignalSet:
+        """The commands of model year `year`: those its `filter` admits, less those OBDb has not
+        confirmed for it (`dbg`, or a `dbgfilter` matching it) unless `unconfirmed`. A note
+        says what was left out."""
+        kept, other, unsure = [], [], []
+        for c in sset.commands:
+            label = f"{c.hdr} {''.join(f'{k}{v}' for k, v in c.cmd.items())}"
+            if c.filter is not None and not c.filter.matches(year):
+                other.append(label)
+            elif not unconfirmed and (c.dbg or (c.dbgfilter is not None and c.dbgfilter.matches(year))):
+                unsure.append(label)
+            else:
+                kept.append(c)
+        if other:
+            self.notes.append(f"{self.where}: not polled, not for model year {year} (filter): {', '.join(other)}")
+        if unsure:
+            self.notes.append(f"{self.where}: not polled, not confirmed for model year {year} (dbgfilter; "
+                              f"[diagnostics] signalset_unconfirmed = true polls them): {', '.join(unsure)}")
+        return sset.model_copy(update={"commands": kept})
 
     def plans(self) -> list[DiagPlan]:
         for path, m in self.overrides.items():
@@ -187,10 +229,17 @@ class SignalSetBuilder:
                 self.problems.append(f'{self.where}: [signals] "{path}": the signal set has no signal "{m.signal}"')
         targets = self._targets()
         out: list[DiagPlan] = []
+        by_key: dict[str, int] = {}
         for index, cmd in enumerate(self.sset.commands):
             plan = self._plan(index, cmd, targets)
-            if plan is not None:
-                out.append(plan)
+            if plan is None:
+                continue
+            first = by_key.setdefault(plan.key, index)
+            if first != index and cmd.filter is not None and self.sset.commands[first].filter is not None:
+                self.problems.append(f"{self.where}: commands #{first + 1} and #{index + 1} ask the same request "
+                                     f"({plan.key}) for different model years (filter): set [vehicle] model_year")
+                continue
+            out.append(plan)
         return out
 
     def _targets(self) -> dict[str, list[tuple[str | None, SignalMap | None]]]:

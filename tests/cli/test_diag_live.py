@@ -215,3 +215,71 @@ def test_a_silent_bus_gets_no_frame_and_polling_stops_when_it_goes_quiet(channel
     assert requests, "the awake car was polled"
     assert all(t < quiet_from + 3.5 for t, _ in requests)  # stopped within quiet_after_s (3 s)
     assert agent.diag is not None and agent.diag.counts["timeout"] >= 1  # nobody answered: counted
+
+
+BITMAPS = frozenset({0x00, 0x20, 0x40, 0x60, 0x80, 0xA0, 0xC0})
+
+
+def requests_seen(watcher: Watcher) -> list[tuple[int, bytes]]:
+    """(request id, request) of every single-frame request the agent put on the bus."""
+    return [(m.arbitration_id, bytes(m.data[1:1 + m.data[0]])) for _, m in watcher.sent_by_agent()
+            if m.data[0] < 0x10]  # a single frame (not a flow control)
+
+
+def bitmap_requests(watcher: Watcher) -> list[tuple[int, bytes]]:
+    return [(i, r) for i, r in requests_seen(watcher) if len(r) == 2 and r[0] == 0x01 and r[1] in BITMAPS]
+
+
+def drive(state_dir: Path, sim_s: float = 120.0) -> tuple[Agent, Watcher]:
+    """The agent on state_dir against the diagnostics-only car (driving at 60 km/h) for sim_s
+    simulated seconds at 20x, watched by a second reader."""
+    channel = f"diag-memory-{time.monotonic_ns()}"
+    agent, worker = start_agent({"CARFRIEND_CAN__CHANNEL": channel, "CARFRIEND_STORAGE__STATE_DIR": str(state_dir)})
+    watcher = Watcher(channel)
+    car = simulators.open_bus("virtual", channel)
+    sim = simulators.Simulator(car, "diagnostics-only", speed=20, duration_s=sim_s).start()
+    try:
+        assert sim.wait(60), "the simulated drive did not end"
+        time.sleep(0.3)
+    finally:
+        sim.stop()
+        agent.request_stop()
+        worker.join(15)
+        watcher.close()
+        car.shutdown()
+    assert agent.diag is not None
+    if agent.diag.saver is not None:
+        agent.diag.saver.join(10)  # the memory is written (or deleted) off the worker thread
+    return agent, watcher
+
+
+def test_a_second_run_asks_no_bitmap_yet_polls_the_standard_pids(tmp_path: Path) -> None:
+    memory = tmp_path / "supported_pids.json"
+    first, watched = drive(tmp_path)
+    assert (0x7DF, b"\x01\x00") in bitmap_requests(watched)  # the first run asked the car
+    assert json.loads(memory.read_text()) == {"version": 1, "vehicle_id": "carfriend-ev-obd-0001", "ecus": [
+        {"rx_id": 0x7E8, "pids": [0x01, 0x0D, 0x20, 0x40, 0x42, 0x60, 0x80, 0xA0, 0xA6]},
+        {"rx_id": 0x7EC, "pids": [0x01, 0x20, 0x40, 0x5B]}]}
+    second, watched = drive(tmp_path)
+    assert bitmap_requests(watched) == []  # not one bitmap on the bus
+    polled = requests_seen(watched)
+    for pid in (0x01, 0x0D, 0x42, 0xA6):  # the standard PIDs, each at its ECU, from the start
+        assert (0x7E0, bytes([0x01, pid])) in polled, pid
+    assert 40 < second.pipeline.state.values["Vehicle.Speed"] < 80  # driving at about 60 km/h
+    assert 11.0 < second.pipeline.state.values["Vehicle.LowVoltageBattery.CurrentVoltage"] < 15.0
+    assert second.diag is not None and second.diag.counts["supported_pids_remembered"] == 1
+    assert second.diag.counts["supported_pids_forgotten"] == 0
+
+
+def test_a_memory_of_another_car_is_forgotten_and_the_bitmaps_asked_again(tmp_path: Path) -> None:
+    memory = tmp_path / "supported_pids.json"  # same vehicle id, but an ECU this car does not have
+    memory.write_text(json.dumps({"version": 1, "vehicle_id": "carfriend-ev-obd-0001",
+                                  "ecus": [{"rx_id": 0x7E9, "pids": [0x0D, 0x42]}]}))
+    agent, watched = drive(tmp_path)
+    polled = requests_seen(watched)
+    # three requests to the remembered ECU time out (timeouts_before_backoff), then it is asked no more
+    assert [r for i, r in polled if i == 0x7E1] == [b"\x01\x0d", b"\x01\x42", b"\x03"]
+    assert (0x7DF, b"\x01\x00") in bitmap_requests(watched)
+    assert (0x7E0, b"\x01\x0d") in polled and 40 < agent.pipeline.state.values["Vehicle.Speed"] < 80
+    assert [e["rx_id"] for e in json.loads(memory.read_text())["ecus"]] == [0x7E8, 0x7EC]  # the true answer
+    assert agent.diag is not None and agent.diag.counts["supported_pids_forgotten"] == 1

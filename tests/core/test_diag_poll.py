@@ -134,7 +134,8 @@ def test_conditions_not_correct_backs_off_once_then_the_period_returns_after_an_
             p.on_payload(0x7EC, b"\x7f\x22\x22" if nrc else ok(a), t + 0.1)
         t += 1.0
     gaps = [round(b - a_, 1) for a_, b in zip(sent, sent[1:], strict=False)]
-    assert sorted(set(gaps)) == [15.0, 31.0]  # 30 s after each NRC (at t + 0.1), the second not 60 s
+    # 30 s after each NRC (at t + 0.1), the second not 60 s; then back on its grid (61 -> 75, not 76)
+    assert sorted(set(gaps)) == [14.0, 15.0, 31.0]
     assert gaps.count(31.0) == 2 and p.counts["nrc_0x22"] == 2
 
 
@@ -234,3 +235,77 @@ def test_remembered_supported_pids_skip_the_bitmaps() -> None:
     assert q.discovered() == {0x7E8: {0x0D}}
     q.heard(0.0)
     assert [(x.tx_id, x.request) for x in q.due(0.0, state)] == [(0x7E0, b"\x01\x0d")]  # no bitmap at all
+
+
+def remembered_poller(supported: dict[int, set[int]]) -> tuple[Poller, VehicleState]:
+    p = Poller([], DiagnosticsConfig(dtc_period_s=0, periods={"driving": 1, "charging": 1, "parked": 1}), 500_000)
+    p.remember(supported)
+    return p, VehicleState()
+
+
+def run_until_bitmap(p: Poller, state: VehicleState, answer: dict[bytes, bytes | None], t: float) -> list[bytes]:
+    """Poll every 0.1 s with the car talking; answer each request from `answer` (None: silence);
+    stop at the first bitmap request. The requests sent, in order."""
+    sent: list[bytes] = []
+    for _ in range(400):
+        p.heard(t)
+        for x in p.due(t, state):
+            sent.append(x.request)
+            if x.kind == "supported":
+                return sent
+            reply = answer.get(x.request)
+            if reply is not None:
+                p.on_payload(min(x.rx_ids), reply, t + 0.02)
+        t += 0.1
+    return sent
+
+
+def test_a_remembered_ecu_that_never_answers_is_forgotten_and_the_bitmaps_asked_again() -> None:
+    p, state = remembered_poller({0x7E9: {0x0D}})  # another car's ECU: nobody answers at 0x7E9
+    sent = run_until_bitmap(p, state, {}, 0.0)
+    assert sent == [b"\x01\x0d"] * 3 + [b"\x01\x00"]  # three timeouts, then discovery again
+    assert p.memory_wrong == "remembered ECU 0x7E1 never answered (3 timeouts)"
+    assert p.counts["supported_pids_forgotten"] == 1 and p.counts["ecu_backoff"] == 0
+    assert "7E1.010D" not in p.plans and p.discovery is not None and not p.discovery.done
+
+
+def test_a_remembered_pid_refused_or_ignored_by_an_answering_ecu_forgets_the_memory() -> None:
+    refused, state = remembered_poller({0x7E8: {0x0D, 0x42}})
+    sent = run_until_bitmap(refused, state, {b"\x01\x0d": b"\x41\x0d\x3c", b"\x01\x42": b"\x7f\x01\x31"}, 0.0)
+    assert sent == [b"\x01\x0d", b"\x01\x42", b"\x01\x00"]
+    assert refused.memory_wrong == "OBD-II PID 42 at 0x7E0 refused with NRC 0x31"
+    ignored, state = remembered_poller({0x7E8: {0x0D, 0x42}})  # J1979: silence = not supported
+    sent = run_until_bitmap(ignored, state, {b"\x01\x0d": b"\x41\x0d\x3c"}, 0.0)
+    assert sent[-1] == b"\x01\x00" and sent.count(b"\x01\x42") == 3
+    assert ignored.memory_wrong == "OBD-II PID 42 at 0x7E0 never answered (3 requests)"
+
+
+def test_a_remembered_memory_the_car_confirms_is_kept() -> None:
+    p, state = remembered_poller({0x7E8: {0x0D}})
+    sent = run_until_bitmap(p, state, {b"\x01\x0d": b"\x41\x0d\x3c"}, 0.0)
+    assert set(sent) == {b"\x01\x0d"} and len(sent) > 30  # every second for 40 s, never a bitmap
+    assert p.memory_wrong is None and p.remembered
+
+
+def test_the_requests_of_a_round_go_out_back_to_back_whatever_the_first_rounds_latency() -> None:
+    """One grid per ECU and period: a slow first answer (0.4 s) must not make the second request
+    wait 0.4 s in every later round (it waited for its own grid, anchored at its first send)."""
+    a, b = plan(0x0101, periods=(1, 1, 1)), plan(0x0102, periods=(1, 1, 1))
+    p, state = poller(a, b), VehicleState()
+    t, sent = 100.0, []
+    latency = {1: 0.4}  # the first round's first answer is slow, every other takes 20 ms
+    while t < 105.0:
+        p.heard(t)
+        for x in p.due(t, state):
+            sent.append((round(t, 3), x.label))
+            n = len(sent)
+            p.on_payload(0x7EC, ok(x), t + latency.get(n, 0.02))
+            t = round(t + latency.get(n, 0.02), 3)  # the runtime asks what is due at each answer
+            p.heard(t)
+            for y in p.due(t, state):
+                sent.append((t, y.label))
+                p.on_payload(0x7EC, ok(y), t + 0.02)
+        t = round(t + 0.01, 3)
+    assert sent[:4] == [(100.0, "0101"), (100.4, "0102"), (101.0, "0101"), (101.02, "0102")]
+    assert all(t2 - t1 == pytest.approx(0.02) for (t1, x1), (t2, _) in zip(sent, sent[1:], strict=False)
+               if x1 == "0101" and t1 > 100.5)

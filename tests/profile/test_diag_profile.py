@@ -203,3 +203,77 @@ def test_load_vehicle_raises_every_problem_at_once(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_vehicle(load_config(write(tmp_path, '[diagnostics]\nsignalset = "set.json"\n')))
     assert err.value.problems[0].startswith(f"{tmp_path / 'set.json'}: (top level): Invalid JSON")
+
+
+YEARS_SET = {"commands": [  # two generations answer 22 0101 with SOC at different places
+    {"hdr": "7E4", "rax": "7EC", "cmd": {"22": "0101"}, "freq": 1, "filter": {"to": 2019}, "signals": [
+        {"id": "SOC_GEN1", "fmt": {"bix": 32, "len": 8, "div": 2, "unit": "percent"}, "suggestedMetric": "stateOfCharge"}]},
+    {"hdr": "7E4", "rax": "7EC", "cmd": {"22": "0101"}, "freq": 1, "filter": {"from": 2020}, "signals": [
+        {"id": "SOC_GEN2", "fmt": {"bix": 48, "len": 8, "div": 2, "unit": "percent"}, "suggestedMetric": "stateOfCharge"}]},
+    {"hdr": "7E4", "rax": "7EC", "cmd": {"22": "0105"}, "freq": 1, "dbgfilter": {"years": [2019], "from": 2024},
+     "signals": [{"id": "SOH", "fmt": {"bix": 0, "len": 8}, "suggestedMetric": "stateOfHealth"}]},
+]}
+
+
+def test_the_model_year_picks_the_signalset_commands_of_that_year(tmp_path: Path) -> None:
+    base = BASE.replace("[vehicle]\n", "[vehicle]\nmodel_year = {year}\n")
+    path = tmp_path / "car.toml"
+    (tmp_path / "set.json").write_text(json.dumps(YEARS_SET))
+    notes: list[str] = []
+    for year, want in ((2018, [("7E4.220101", ["SOC_GEN1"]), ("7E4.220105", ["SOH"])]),
+                       (2021, [("7E4.220101", ["SOC_GEN2"]), ("7E4.220105", ["SOH"])]),
+                       (2019, [("7E4.220101", ["SOC_GEN1"])]),  # 0105: not confirmed for 2019
+                       (2025, [("7E4.220101", ["SOC_GEN2"])])):
+        path.write_text(base.format(year=year) + '[diagnostics]\nsignalset = "set.json"\nstandard_pids = false\n')
+        problems, notes = check_config(path)
+        assert problems == [], problems
+        vehicle = load_vehicle(load_config(path))
+        assert vehicle.diagnostics is not None
+        assert [(p.key, [v.key for v in p.values]) for p in vehicle.diagnostics.plans] == want, year
+        assert any(f"not polled, not for model year {year} (filter): 7E4 220101" in n for n in notes), notes
+    assert any("not polled, not confirmed for model year 2025 (dbgfilter; [diagnostics] signalset_unconfirmed"
+               " = true polls them): 7E4 220105" in n for n in notes), notes
+    # Asked for: the unconfirmed are polled as well; a command its filter excludes never is.
+    path.write_text(base.format(year=2025) + '[diagnostics]\nsignalset = "set.json"\nstandard_pids = false\n'
+                    "signalset_unconfirmed = true\n")
+    vehicle = load_vehicle(load_config(path))
+    assert vehicle.diagnostics is not None
+    assert [p.key + ":" + p.values[0].key for p in vehicle.diagnostics.plans] == ["7E4.220101:SOC_GEN2",
+                                                                                 "7E4.220105:SOH"]
+
+
+def test_without_a_model_year_a_set_with_year_variants_asks_for_one(tmp_path: Path) -> None:
+    (tmp_path / "set.json").write_text(json.dumps(YEARS_SET))
+    problems, _ = check_config(write(tmp_path, '[diagnostics]\nsignalset = "set.json"\n'))
+    assert problems == [f"{tmp_path / 'set.json'}: commands #1 and #2 ask the same request (7E4.220101) for "
+                        "different model years (filter): set [vehicle] model_year"]
+    one = json.loads(json.dumps(YEARS_SET))
+    del one["commands"][1]  # no variants: without a year every command is polled, filters ignored
+    (tmp_path / "set.json").write_text(json.dumps(one))
+    vehicle = load_vehicle(load_config(write(tmp_path, '[diagnostics]\nsignalset = "set.json"\n')))
+    assert vehicle.diagnostics is not None
+    assert [v.key for p in vehicle.diagnostics.plans if p.source.startswith(str(tmp_path)) for v in p.values] == [
+        "SOC_GEN1", "SOH"]
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("1850", "[vehicle] model_year: Input should be greater than or equal to 1980"),
+    ("2101", "[vehicle] model_year: Input should be less than or equal to 2100"),
+    ('"twenty"', "[vehicle] model_year: Input should be a valid integer"),
+    ("2019.5", "[vehicle] model_year: Input should be a valid integer"),
+])
+def test_a_bad_model_year_is_refused_naming_the_field(tmp_path: Path, value: str, message: str) -> None:
+    path = tmp_path / "car.toml"
+    path.write_text(BASE.replace("[vehicle]\n", f"[vehicle]\nmodel_year = {value}\n"))
+    problems, _ = check_config(path)
+    assert any(message in p for p in problems), problems
+
+
+def test_a_malformed_year_filter_names_command_and_field(tmp_path: Path) -> None:
+    bad = json.loads(json.dumps(YEARS_SET))
+    bad["commands"][2]["dbgfilter"] = {"from": "2024", "until": 2025}
+    (tmp_path / "set.json").write_text(json.dumps(bad))
+    problems, _ = check_config(write(tmp_path, '[diagnostics]\nsignalset = "set.json"\n'))
+    text = "\n".join(problems)
+    assert "command #3, dbgfilter.from: Input should be a valid integer" in text
+    assert "command #3, dbgfilter.until: Extra inputs are not permitted" in text
