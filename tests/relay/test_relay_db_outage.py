@@ -21,6 +21,7 @@ from mqtt_helpers import Mosquitto
 from pg_helpers import PostgresCluster
 from relay_testkit import (
     CarPublisher,
+    SseReader,
     base_url,
     csrf_of,
     login,
@@ -105,6 +106,8 @@ def test_postgresql_stopped_mid_burst_loses_duplicates_and_acknowledges_nothing(
         alice = login(relay, "alice")
         assert alice.get("/v/car-a").status_code == 200
         assert healthz(relay).status_code == 200
+        live = SseReader(login(relay, "alice"), "/v/car-a/events")  # open across the outage
+        wait_until(lambda: live.of("state"), 10, "the live stream to start")
 
         # 1. Stopped (fast: sessions terminated) while a burst of 300 is being stored; 300 more
         # published while it is down.
@@ -138,6 +141,11 @@ def test_postgresql_stopped_mid_burst_loses_duplicates_and_acknowledges_nothing(
         wait_until(lambda: healthz(relay).status_code == 200, 20, "/healthz to recover")
         page = alice.get("/v/car-a")
         assert page.status_code == 200 and "MSG-00599" in page.text
+        # The stream opened before the outage stayed open through it and caught up.
+        wait_until(lambda: any("MSG-00599" in d for d in live.of("item")), 20,
+                   "the last message on the stream opened before the outage")
+        assert live._thread.is_alive(), "the live stream was closed by the outage"
+        live.close()
         assert outage_lines(caplog) == (1, 1)
         assert relay.ingest.dropped == {}, relay.ingest.dropped
         assert relay.ingest.db_outages == 1
