@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,26 @@ def start_agent(env: dict[str, str]) -> tuple[Agent, threading.Thread]:
     return agent, worker
 
 
+@contextmanager
+def car_and_agent(env: dict[str, str], *, speed: float, duration_s: float | None = None,
+                  log: Path | None = None) -> Iterator[tuple[Agent, Watcher, simulators.Simulator]]:
+    """The agent (env names its channel) and the simulated diagnostics-only car on one virtual
+    bus, watched by a second reader (writing a candump to log); all stopped on the way out."""
+    channel = env["CARFRIEND_CAN__CHANNEL"]
+    agent, worker = start_agent(env)
+    watcher = Watcher(channel, log)
+    car = simulators.open_bus("virtual", channel)
+    sim = simulators.Simulator(car, "diagnostics-only", speed=speed, duration_s=duration_s).start()
+    try:
+        yield agent, watcher, sim
+    finally:
+        sim.stop()
+        agent.request_stop()
+        worker.join(15)
+        watcher.close()
+        car.shutdown()
+
+
 @pytest.fixture
 def channel() -> str:
     return f"diag-live-{time.monotonic_ns()}"
@@ -91,21 +112,13 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     env = {"CARFRIEND_CAN__CHANNEL": channel, "CARFRIEND_STORAGE__STATE_DIR": str(tmp / "state"),
            "CARFRIEND_MQTT__HOST": broker.host, "CARFRIEND_MQTT__PORT": str(broker.port)}
     recorder = Recorder(broker.host, broker.port, ["carfriend/v1/carfriend-ev-obd-0001/#"])
-    agent, worker = start_agent(env)
-    watcher = Watcher(channel, tmp / "session.log")
-    car = simulators.open_bus("virtual", channel)
-    sim = simulators.Simulator(car, "diagnostics-only", speed=60).start()
     try:
-        assert sim.wait(300), "the simulated day did not end"
-        assert recorder.wait_for(lambda r: len(r.payloads("/messages")) >= 4, timeout=20), \
-            (recorder.json("/messages"), agent._counters_line())
-        time.sleep(0.5)
+        with car_and_agent(env, speed=60, log=tmp / "session.log") as (agent, watcher, sim):
+            assert sim.wait(300), "the simulated day did not end"
+            assert recorder.wait_for(lambda r: len(r.payloads("/messages")) >= 4, timeout=20), \
+                (recorder.json("/messages"), agent._counters_line())
+            time.sleep(0.5)
     finally:
-        sim.stop()
-        agent.request_stop()
-        worker.join(15)
-        watcher.close()
-        car.shutdown()
         recorder.close()
         broker.close()
     yield {"messages": recorder.json("/messages"), "states": recorder.json("/state"),
@@ -152,22 +165,12 @@ def test_replaying_the_candump_of_the_session_gives_the_same_messages(session: d
 def test_listen_only_sends_not_a_single_frame_and_rejects_commands(channel: str, tmp_path: Path) -> None:
     env = {"CARFRIEND_CAN__CHANNEL": channel, "CARFRIEND_STORAGE__STATE_DIR": str(tmp_path),
            "CARFRIEND_CAN__LISTEN_ONLY": "true"}
-    agent, worker = start_agent(env)
-    watcher = Watcher(channel)
-    car = simulators.open_bus("virtual", channel)
-    sim = simulators.Simulator(car, "diagnostics-only", speed=20, duration_s=120).start()
-    try:
+    with car_and_agent(env, speed=20, duration_s=120) as (agent, watcher, sim):
         assert sim.wait(30)
         time.sleep(0.3)
         assert isinstance(agent.bus, ListenOnlyBus)
         with pytest.raises(can.CanOperationError, match="listen-only"):
             agent.bus.send(can.Message(arbitration_id=0x7E4, data=b"\x03\x22\x01\x01"))
-    finally:
-        sim.stop()
-        agent.request_stop()
-        worker.join(15)
-        watcher.close()
-        car.shutdown()
     assert len(watcher.car_frames()) > 50  # the car was awake and talking all along
     assert watcher.sent_by_agent() == []  # and the agent said nothing
     assert agent.diag is not None and agent.diag.counts["sent"] == 0
@@ -233,20 +236,11 @@ def bitmap_requests(watcher: Watcher) -> list[tuple[int, bytes]]:
 def drive(state_dir: Path, sim_s: float = 120.0) -> tuple[Agent, Watcher]:
     """The agent on state_dir against the diagnostics-only car (driving at 60 km/h) for sim_s
     simulated seconds at 20x, watched by a second reader."""
-    channel = f"diag-memory-{time.monotonic_ns()}"
-    agent, worker = start_agent({"CARFRIEND_CAN__CHANNEL": channel, "CARFRIEND_STORAGE__STATE_DIR": str(state_dir)})
-    watcher = Watcher(channel)
-    car = simulators.open_bus("virtual", channel)
-    sim = simulators.Simulator(car, "diagnostics-only", speed=20, duration_s=sim_s).start()
-    try:
+    env = {"CARFRIEND_CAN__CHANNEL": f"diag-memory-{time.monotonic_ns()}",
+           "CARFRIEND_STORAGE__STATE_DIR": str(state_dir)}
+    with car_and_agent(env, speed=20, duration_s=sim_s) as (agent, watcher, sim):
         assert sim.wait(60), "the simulated drive did not end"
         time.sleep(0.3)
-    finally:
-        sim.stop()
-        agent.request_stop()
-        worker.join(15)
-        watcher.close()
-        car.shutdown()
     assert agent.diag is not None
     if agent.diag.saver is not None:
         agent.diag.saver.join(10)  # the memory is written (or deleted) off the worker thread
