@@ -79,7 +79,7 @@ def test_fleet_sim_cars_reach_the_relay(relay: Relay, tmp_path: Path) -> None:
 
     def kinds() -> set[tuple[str, str]]:
         with relay.ctx.sessions() as s:
-            return set(s.execute(select(Message.vehicle_id, Message.kind)).tuples())
+            return {(v, k) for v, k in s.execute(select(Message.vehicle_id, Message.kind))}
 
     wait_until(lambda: {("sim-0001", "charge.started"), ("sim-0002", "charge.started")} <= kinds(),
                10, "charge.started from both simulated cars")
