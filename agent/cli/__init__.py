@@ -88,7 +88,8 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="a simulated car, the agent and a broker: see what a subscriber receives")
     p.add_argument("--scenario", default="demo-day", help="simulator scenario (default: demo-day)")
-    p.add_argument("--speed", type=float, default=600.0, help="simulation speed factor")
+    p.add_argument("--speed", type=float, default=None,
+                   help="simulation speed factor (default: 600; 60 for a car whose values are polled)")
     p.add_argument("--config", type=Path, help="agent config (default: the reference EV)")
     p.set_defaults(func=_lazy("agent.cli.demo", "cmd_demo"))
 

@@ -20,6 +20,7 @@ import paho.mqtt.client as mqtt
 
 from agent.cli.daemon import Agent
 from agent.cli.simulate import simulated_config, start_simulator
+from agent.core.settings import AgentConfig
 from agent.io.sources import open_bus
 from agent.profile.config import load_config
 
@@ -109,10 +110,27 @@ class Printer:
         self.client.disconnect()
 
 
+BROADCAST_SPEED = 600.0
+# The simulated ECUs answer on simulated time, the agent's request timeouts run on it too: at
+# 600x a 2 s timeout is 3 ms of real time and half the answers would come late.
+POLLING_SPEED = 60.0
+
+
+def demo_speed(config: AgentConfig, requested: float | None) -> float:
+    """The speed asked for, else the fastest at which the car's polling still works as in a car."""
+    if requested is not None:
+        return requested
+    diag = config.diagnostics
+    polls = diag is not None and diag.enabled and (diag.standard_pids or bool(diag.request) or
+                                                   diag.signalset is not None)
+    return POLLING_SPEED if polls and not config.can.listen_only else BROADCAST_SPEED
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     broker = EmbeddedBroker().start()
     state_dir = tempfile.mkdtemp(prefix="carfriend-demo-")
     config = load_config(args.config or REFERENCE_CONFIG)
+    args.speed = demo_speed(config, args.speed)
     mqtt_cfg = config.mqtt.model_copy(update={"host": "127.0.0.1", "port": broker.port, "protocol": "3.1.1",
                                               "state_min_interval_s": 2.0})
     config = simulated_config(config.model_copy(update={

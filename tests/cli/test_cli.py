@@ -12,7 +12,9 @@ from pathlib import Path
 from frames import EV_CONFIG
 from mqtt_helpers import Mosquitto, Recorder
 
+from agent.cli.demo import demo_speed
 from agent.cli.schema import schema_text
+from agent.profile.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,6 +32,17 @@ def test_demo_shows_the_subscriber_the_cars_messages_and_exits_by_itself() -> No
         assert f"] {kind} (" in out
     assert "status  online" in out and "status  offline" in out
     assert "demo finished" in out
+
+
+def test_demo_runs_a_polled_car_at_60x_unless_asked_otherwise() -> None:
+    """At 600x the simulated ECUs' answers (on simulated time) would miss the agent's timeouts:
+    a car whose values are polled gets 60x; a broadcast car or a listen-only one 600x."""
+    obd = load_config(ROOT / "config" / "vehicles" / "carfriend-ev-obd.toml")
+    assert demo_speed(obd, None) == 60.0
+    assert demo_speed(obd, 300.0) == 300.0  # --speed wins
+    assert demo_speed(load_config(ROOT / "config" / "vehicles" / "carfriend-ev.toml"), None) == 600.0
+    quiet = obd.model_copy(update={"can": obd.can.model_copy(update={"listen_only": True})})
+    assert demo_speed(quiet, None) == 600.0  # sends nothing: nothing to time out
 
 
 def test_run_with_simulate_publishes_to_mosquitto_and_stops_cleanly(mosquitto: Mosquitto, tmp_path: Path) -> None:
