@@ -6,6 +6,7 @@ from pathlib import Path
 
 import can
 import pytest
+from diag_helpers import polling
 
 from agent.core import vss
 from agent.core.model import PersonaMessage
@@ -129,11 +130,7 @@ scale = 0.5
 def test_29_bit_ids_request_flow_control_and_answer(tmp_path: Path) -> None:
     path = tmp_path / "ext.toml"
     path.write_text(EXTENDED)
-    vehicle = load_vehicle(load_config(path, environ={}))
-    assert vehicle.diagnostics is not None
-    pipeline = Pipeline(vehicle, lambda m: None)
-    sent: list[can.Message] = []
-    diag = DiagRuntime(vehicle.diagnostics, pipeline, sent.append)
+    diag, sent = polling(path)
     t = 1000.0
     assert not diag.on_frame(t, 0x510, bytes(8))  # the car talks
     diag.poll(t)
@@ -144,8 +141,8 @@ def test_29_bit_ids_request_flow_control_and_answer(tmp_path: Path) -> None:
     assert sent[-1].arbitration_id == 0x18DA44F1 and sent[-1].is_extended_id and sent[-1].data[0] == 0x30
     for f in rest:
         diag.on_frame(t + 0.03, 0x18DAF144, f)
-    assert pipeline.state.values[vss.SOC] == 75.0
-    assert vehicle.can_filters() is None  # nothing broadcast mapped: every frame shows the car awake
+    assert diag.pipeline.state.values[vss.SOC] == 75.0
+    assert diag.pipeline.vehicle.can_filters() is None  # nothing broadcast mapped: every frame shows the car awake
 
 
 AWAKE = f"""

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import can
 import pytest
+from diag_helpers import polling
 
 from agent.core import vss
 from agent.core.pipeline import Pipeline
 from agent.io.diag_runtime import DiagRuntime
 from agent.io.pid_memory import MAX_FILE_BYTES, load_supported
-from agent.profile.config import load_config
-from agent.profile.vehicle import load_vehicle
 
 CONFIG = """
 [vehicle]
@@ -31,11 +30,8 @@ BITMAP_0100 = b"\x06\x41\x00\x80\x08\x00\x00"  # PIDs 01 and 0D; 0x20 not set: n
 def runtime(tmp_path: Path, memory: Path) -> tuple[DiagRuntime, Pipeline, list[can.Message]]:
     path = tmp_path / "car.toml"
     path.write_text(CONFIG)
-    vehicle = load_vehicle(load_config(path, environ={}))
-    assert vehicle.diagnostics is not None
-    pipeline = Pipeline(vehicle, lambda m: None)
-    sent: list[can.Message] = []
-    return DiagRuntime(vehicle.diagnostics, pipeline, sent.append, memory=memory, vehicle_id="pid-car"), pipeline, sent
+    diag, sent = polling(path, memory=memory, vehicle_id="pid-car")
+    return diag, diag.pipeline, sent
 
 
 def requests(sent: list[can.Message]) -> list[tuple[int, bytes]]:

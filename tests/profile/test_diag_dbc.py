@@ -5,14 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import can
 import cantools
 import pytest
+from diag_helpers import polling
 
 from agent.core import vss
 from agent.core.errors import ConfigError
-from agent.core.pipeline import Pipeline
-from agent.io.diag_runtime import DiagRuntime
 from agent.profile.config import load_config
 from agent.profile.vehicle import load_vehicle
 
@@ -68,12 +66,9 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_a_recorded_multi_frame_answer_decodes_through_iso_tp_by_the_dbc_page_of_its_did(tmp_path: Path) -> None:
-    vehicle = load_vehicle(load_config(write(tmp_path, CONFIG), environ={}))
-    assert vehicle.plans == {}  # the response message is not decoded as a broadcast frame
-    assert vehicle.diagnostics is not None
-    pipeline = Pipeline(vehicle, lambda m: None)
-    sent: list[can.Message] = []
-    diag = DiagRuntime(vehicle.diagnostics, pipeline, sent.append)
+    diag, sent = polling(write(tmp_path, CONFIG))
+    pipeline = diag.pipeline
+    assert pipeline.vehicle.plans == {}  # the response message is not decoded as a broadcast frame
     t, mark = 1000.0, 0
     for did, frames in RECORDED.items():
         for _ in range(50):  # until the request for this DID goes out
@@ -103,11 +98,8 @@ def test_a_recorded_multi_frame_answer_decodes_through_iso_tp_by_the_dbc_page_of
 
 
 def test_a_truncated_answer_writes_nothing(tmp_path: Path) -> None:
-    vehicle = load_vehicle(load_config(write(tmp_path, CONFIG), environ={}))
-    assert vehicle.diagnostics is not None
-    pipeline = Pipeline(vehicle, lambda m: None)
-    sent: list[can.Message] = []
-    diag = DiagRuntime(vehicle.diagnostics, pipeline, sent.append)
+    diag, sent = polling(write(tmp_path, CONFIG))
+    pipeline = diag.pipeline
     diag.on_frame(1000.0, 0x510, bytes(8))
     diag.poll(1000.0)
     assert diag.on_frame(1000.01, 0x7EC, bytes.fromhex("07620101000000A0"))  # a single frame: 4 bytes of data
